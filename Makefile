@@ -1,0 +1,66 @@
+# petcd — every set-up step lives here so that a fresh clone needs only `make run` / `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
+SEEDS ?= 200
+PYTEST_ARGS ?=
+
+.PHONY: run test lint typecheck unit simulate bench robustness proto clean system-deps
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e .
+	touch $@
+
+$(TEST_STAMP): $(STAMP) pyproject.toml
+	$(PIP) install -q -e '.[test,bench]'
+	touch $@
+
+# Debian packages the tests need: etcdctl 3.4 (etcd-client) and etcd 3.4 (etcd-server).
+system-deps:
+	@if ! command -v etcdctl >/dev/null 2>&1 || ! command -v etcd >/dev/null 2>&1; then \
+		echo "installing Debian etcd-client and etcd-server"; \
+		$(SUDO) apt-get update -qq && $(APT_INSTALL) etcd-client etcd-server >/dev/null; \
+	fi
+
+## make run: a single-member server on 127.0.0.1:2379 with data in ./default.petcd
+run: $(STAMP)
+	$(VENV)/bin/petcd --name default --data-dir ./default.petcd
+
+## make test: lint, type check and the whole test suite (under 15 minutes on 2 cores)
+test: $(TEST_STAMP) system-deps lint typecheck unit
+
+lint: $(TEST_STAMP)
+	$(VENV)/bin/ruff check src tests scripts
+	$(VENV)/bin/ruff format --check src tests scripts
+
+typecheck: $(TEST_STAMP)
+	$(VENV)/bin/mypy
+
+unit: $(TEST_STAMP)
+	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+## make simulate SEEDS=N (or SEED=n to replay one): the deterministic raft cluster simulator
+simulate: $(STAMP)
+	$(PY) -m petcd.raft.sim $(if $(SEED),--seed $(SEED),--seeds $(SEEDS))
+
+## make bench: every benchmark; figures appended to bench-results.jsonl
+bench: $(TEST_STAMP) system-deps
+	$(PY) -m benchmarks.run_all
+
+## make robustness: long fault-injection runs (not part of make test)
+robustness: $(TEST_STAMP) system-deps
+	$(PY) -m petcd.raft.sim --seeds 5000
+	$(VENV)/bin/pytest -q -m slow --timeout 3600 tests/robustness
+
+proto: $(TEST_STAMP)
+	PY=$(PY) scripts/genproto.sh
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .mypy_cache .ruff_cache .pytest_cache
