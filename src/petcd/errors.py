@@ -16,6 +16,7 @@ same class by its message (etcd's clients match on the message text, so it is by
     │   ├── Member*Error, PeerURLExistError, LearnerNotReadyError, TooManyLearnersError, ...
     │   ├── Auth errors: UserEmptyError, AuthFailedError, PermissionDeniedError, ...
     │   ├── Downgrade errors
+    │   ├── WatchDuplicateIdError, WatcherRangeEmptyError  (watch cancel reasons)
     │   └── WatchCanceledError (Canceled), BadLeaderTransfereeError, NotLeaderError
     ├── UnavailableError                (Unavailable: the request may be retried)
     │   ├── NoLeaderError, LeaderChangedError, NotCapableError, StoppedError,
@@ -322,6 +323,18 @@ class MessageTooLargeError(RequestError):
 
     code = GrpcCode.RESOURCE_EXHAUSTED
     default_message = "grpc: received message larger than max"
+
+
+class WatchDuplicateIdError(RequestError):
+    """A client-chosen watch id already in use on the stream (sent as a watch cancel_reason)."""
+
+    default_message = "mvcc: duplicate watch ID provided on the WatchStream"
+
+
+class WatcherRangeEmptyError(RequestError):
+    """Watch with key >= range_end (sent as a watch cancel_reason)."""
+
+    default_message = "mvcc: watcher range is empty"
 
 
 class UnimplementedError(RequestError):
