@@ -37,8 +37,8 @@ run: $(STAMP)
 test: $(TEST_STAMP) system-deps lint typecheck unit
 
 lint: $(TEST_STAMP)
-	$(VENV)/bin/ruff check src tests scripts
-	$(VENV)/bin/ruff format --check src tests scripts
+	$(VENV)/bin/ruff check src tests scripts benchmarks
+	$(VENV)/bin/ruff format --check src tests scripts benchmarks
 
 typecheck: $(TEST_STAMP)
 	$(VENV)/bin/mypy
