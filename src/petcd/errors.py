@@ -17,7 +17,9 @@ same class by its message (etcd's clients match on the message text, so it is by
     │   ├── Auth errors: UserEmptyError, AuthFailedError, PermissionDeniedError, ...
     │   ├── Downgrade errors
     │   ├── WatchDuplicateIdError, WatcherRangeEmptyError  (watch cancel reasons)
-    │   └── WatchCanceledError (Canceled), BadLeaderTransfereeError, NotLeaderError
+    │   ├── WatchCanceledError (Canceled), BadLeaderTransfereeError, NotLeaderError
+    │   ├── ElectionNoLeaderError, ElectionNotLeaderError, LockSessionExpiredError (Unknown)
+    │   └── SnapshotIntegrityError (DataLoss: a downloaded snapshot failed its SHA-256)
     ├── UnavailableError                (Unavailable: the request may be retried)
     │   ├── NoLeaderError, LeaderChangedError, NotCapableError, StoppedError,
     │   ├── TimeoutError_, TimeoutDueToLeaderFailError, TimeoutDueToConnectionLostError,
@@ -340,6 +342,34 @@ class WatcherRangeEmptyError(RequestError):
 class UnimplementedError(RequestError):
     code = GrpcCode.UNIMPLEMENTED
     default_message = "unknown service"
+
+
+# Errors of etcd's concurrency recipes (clientv3/concurrency). The Election and Lock services
+# return them unmapped, so on the wire they arrive as code Unknown with exactly this text.
+
+
+class ElectionNoLeaderError(RequestError):
+    code = GrpcCode.UNKNOWN
+    default_message = "election: no leader"
+
+
+class ElectionNotLeaderError(RequestError):
+    code = GrpcCode.UNKNOWN
+    default_message = "election: not leader"
+
+
+class LockSessionExpiredError(RequestError):
+    """The lease behind a lock or an election candidacy expired before it was acquired."""
+
+    code = GrpcCode.UNKNOWN
+    default_message = "mutex: session is expired"
+
+
+class SnapshotIntegrityError(RequestError):
+    """A snapshot stream's SHA-256 trailer does not match the bytes received (client side)."""
+
+    code = GrpcCode.DATA_LOSS
+    default_message = "petcd: snapshot SHA-256 trailer does not match its data"
 
 
 # --- temporary unavailability ------------------------------------------------------------------
