@@ -30,7 +30,9 @@ same class by its message (etcd's clients match on the message text, so it is by
     │   └── SnapshotOutOfDateError, SnapshotTemporarilyUnavailableError, StepPeerNotFoundError
     └── StorageError                    (data directory problems; the member refuses to start)
         ├── CorruptFileError (names the file and offset), DataDirLockedError
-        └── BackendFullError (the LMDB map is full: reported to clients as NOSPACE)
+        ├── BackendFullError (the LMDB map is full: reported to clients as NOSPACE)
+        ├── DiskFullError (ENOSPC, EDQUOT or EFBIG on a data file), StorageIOError (other I/O)
+        └── WalNotFoundError, WalExistsError, WalSnapshotMismatchError, WalFailedError
 """
 
 from __future__ import annotations
@@ -488,6 +490,62 @@ class BackendFullError(StorageError):
 
     code = GrpcCode.RESOURCE_EXHAUSTED
     default_message = NoSpaceError.default_message
+
+
+class DiskFullError(StorageError):
+    """A write, preallocation or sync of a data file found no space (ENOSPC, EDQUOT, EFBIG)."""
+
+    code = GrpcCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"petcd: no space for {path}: {reason}")
+
+
+class StorageIOError(StorageError):
+    """Any other I/O failure on a data file (EIO, EROFS, ...)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"petcd: I/O error on {path}: {reason}")
+
+
+class WalNotFoundError(StorageError):
+    """WAL.open found no segment files in the directory."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(f"petcd: no write-ahead log in {path}")
+
+
+class WalExistsError(StorageError):
+    """WAL.create found segment files already in the directory."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(f"petcd: a write-ahead log already exists in {path}")
+
+
+class WalSnapshotMismatchError(StorageError):
+    """The snapshot given to WAL.open has no marker in the log, or entries after it are gone."""
+
+    def __init__(self, path: str, index: int, term: int, reason: str) -> None:
+        self.path = path
+        self.index = index
+        self.term = term
+        self.reason = reason
+        super().__init__(f"petcd: WAL {path} does not match snapshot {term}/{index}: {reason}")
+
+
+class WalFailedError(StorageError):
+    """An earlier write or sync of this WAL failed; it takes no more records until reopened."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"petcd: WAL {path} stopped after an earlier failure: {reason}")
 
 
 def _leaf_classes(base: type[PetcdError]) -> list[type[PetcdError]]:

@@ -25,21 +25,21 @@ _sym_db = _symbol_database.Default()
 from petcd.pb import raft_pb2 as petcd_dot_pb_dot_raft__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12petcd/pb/wal.proto\x12\x0bpetcd.walpb\x1a\x13petcd/pb/raft.proto\"T\n\rSegmentHeader\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x13\n\x0b\x66irst_index\x18\x03 \x01(\x04\x12\x10\n\x08prev_crc\x18\x04 \x01(\r\"/\n\x07\x45ntries\x12$\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x13.petcd.raftpb.Entry\"Z\n\x0eSnapshotMarker\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12+\n\nconf_state\x18\x03 \x01(\x0b\x32\x17.petcd.raftpb.ConfState\")\n\x0cSnapshotFile\x12\x0b\n\x03\x63rc\x18\x01 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c*\x89\x01\n\nRecordType\x12\x12\n\x0eRECORD_INVALID\x10\x00\x12\x12\n\x0eRECORD_SEGMENT\x10\x01\x12\x13\n\x0fRECORD_METADATA\x10\x02\x12\x12\n\x0eRECORD_ENTRIES\x10\x03\x12\x15\n\x11RECORD_HARD_STATE\x10\x04\x12\x13\n\x0fRECORD_SNAPSHOT\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12petcd/pb/wal.proto\x12\x0bpetcd.walpb\x1a\x13petcd/pb/raft.proto\"\xc2\x01\n\rSegmentHeader\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x13\n\x0b\x66irst_index\x18\x03 \x01(\x04\x12\x10\n\x08prev_crc\x18\x04 \x01(\r\x12\x10\n\x08metadata\x18\x05 \x01(\x0c\x12+\n\nhard_state\x18\x06 \x01(\x0b\x32\x17.petcd.raftpb.HardState\x12-\n\x08snapshot\x18\x07 \x01(\x0b\x32\x1b.petcd.walpb.SnapshotMarker\"/\n\x07\x45ntries\x12$\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x13.petcd.raftpb.Entry\"Z\n\x0eSnapshotMarker\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12+\n\nconf_state\x18\x03 \x01(\x0b\x32\x17.petcd.raftpb.ConfState\")\n\x0cSnapshotFile\x12\x0b\n\x03\x63rc\x18\x01 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c*t\n\nRecordType\x12\x12\n\x0eRECORD_INVALID\x10\x00\x12\x12\n\x0eRECORD_SEGMENT\x10\x01\x12\x12\n\x0eRECORD_ENTRIES\x10\x02\x12\x15\n\x11RECORD_HARD_STATE\x10\x03\x12\x13\n\x0fRECORD_SNAPSHOT\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'petcd.pb.wal_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RECORDTYPE']._serialized_start=327
-  _globals['_RECORDTYPE']._serialized_end=464
-  _globals['_SEGMENTHEADER']._serialized_start=56
-  _globals['_SEGMENTHEADER']._serialized_end=140
-  _globals['_ENTRIES']._serialized_start=142
-  _globals['_ENTRIES']._serialized_end=189
-  _globals['_SNAPSHOTMARKER']._serialized_start=191
-  _globals['_SNAPSHOTMARKER']._serialized_end=281
-  _globals['_SNAPSHOTFILE']._serialized_start=283
-  _globals['_SNAPSHOTFILE']._serialized_end=324
+  _globals['_RECORDTYPE']._serialized_start=437
+  _globals['_RECORDTYPE']._serialized_end=553
+  _globals['_SEGMENTHEADER']._serialized_start=57
+  _globals['_SEGMENTHEADER']._serialized_end=251
+  _globals['_ENTRIES']._serialized_start=253
+  _globals['_ENTRIES']._serialized_end=300
+  _globals['_SNAPSHOTMARKER']._serialized_start=302
+  _globals['_SNAPSHOTMARKER']._serialized_end=392
+  _globals['_SNAPSHOTFILE']._serialized_start=394
+  _globals['_SNAPSHOTFILE']._serialized_end=435
 # @@protoc_insertion_point(module_scope)

@@ -12,28 +12,32 @@ class RecordType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     RECORD_INVALID: _ClassVar[RecordType]
     RECORD_SEGMENT: _ClassVar[RecordType]
-    RECORD_METADATA: _ClassVar[RecordType]
     RECORD_ENTRIES: _ClassVar[RecordType]
     RECORD_HARD_STATE: _ClassVar[RecordType]
     RECORD_SNAPSHOT: _ClassVar[RecordType]
 RECORD_INVALID: RecordType
 RECORD_SEGMENT: RecordType
-RECORD_METADATA: RecordType
 RECORD_ENTRIES: RecordType
 RECORD_HARD_STATE: RecordType
 RECORD_SNAPSHOT: RecordType
 
 class SegmentHeader(_message.Message):
-    __slots__ = ("version", "seq", "first_index", "prev_crc")
+    __slots__ = ("version", "seq", "first_index", "prev_crc", "metadata", "hard_state", "snapshot")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     FIRST_INDEX_FIELD_NUMBER: _ClassVar[int]
     PREV_CRC_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    HARD_STATE_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     version: int
     seq: int
     first_index: int
     prev_crc: int
-    def __init__(self, version: _Optional[int] = ..., seq: _Optional[int] = ..., first_index: _Optional[int] = ..., prev_crc: _Optional[int] = ...) -> None: ...
+    metadata: bytes
+    hard_state: _raft_pb2.HardState
+    snapshot: SnapshotMarker
+    def __init__(self, version: _Optional[int] = ..., seq: _Optional[int] = ..., first_index: _Optional[int] = ..., prev_crc: _Optional[int] = ..., metadata: _Optional[bytes] = ..., hard_state: _Optional[_Union[_raft_pb2.HardState, _Mapping]] = ..., snapshot: _Optional[_Union[SnapshotMarker, _Mapping]] = ...) -> None: ...
 
 class Entries(_message.Message):
     __slots__ = ("entries",)
