@@ -27,7 +27,8 @@ same class by its message (etcd's clients match on the message text, so it is by
     │   └── ClusterVersionUnavailableError
     ├── RaftError                       (raft core refusals, seen by the server)
     │   ├── ProposalDroppedError, RaftCompactedError, RaftUnavailableError,
-    │   └── SnapshotOutOfDateError, SnapshotTemporarilyUnavailableError, StepPeerNotFoundError
+    │   ├── SnapshotOutOfDateError, SnapshotTemporarilyUnavailableError, StepPeerNotFoundError
+    │   └── RaftConfigError, ConfChangeError
     └── StorageError                    (data directory problems; the member refuses to start)
         ├── CorruptFileError (names the file and offset), DataDirLockedError
         ├── BackendFullError (the LMDB map is full: reported to clients as NOSPACE)
@@ -457,6 +458,18 @@ class SnapshotTemporarilyUnavailableError(RaftError):
 
 class StepPeerNotFoundError(RaftError):
     default_message = "raft: cannot step as peer not found"
+
+
+class RaftConfigError(RaftError):
+    """A raft Config is invalid: the caller's mistake, caught when the node is built."""
+
+    default_message = "raft: invalid config"
+
+
+class ConfChangeError(RaftError):
+    """A configuration change cannot be applied to the current configuration."""
+
+    default_message = "raft: invalid configuration change"
 
 
 # --- data directory / storage ------------------------------------------------------------------
