@@ -275,3 +275,32 @@ def test_a_missing_or_misnamed_segment_is_corruption(waldir: str) -> None:
         WAL.open(waldir)
     assert info.value.path == wrong
     assert info.value.offset == 0
+
+
+def test_release_before_keeps_the_segment_that_holds_the_index(waldir: str) -> None:
+    with WAL.create(waldir, b"m", SEGMENT_BYTES) as wal:
+        for first in (1, 4, 7, 10):  # three entries of 1200 bytes fill a 4 KiB segment
+            wal.save(hard_state(1, first), entries(first, first + 2, size=1200))
+        assert len(segment_paths(waldir)) == 4
+        wal.release_before(6)  # segment 0 holds 1..3; segment 1 holds 6
+        assert len(segment_paths(waldir)) == 3
+        wal.release_before(7)
+        assert len(segment_paths(waldir)) == 2
+        wal.save_snapshot(WalSnapshot(6, 1))
+    assert [e.index for e in read_back(waldir, snapshot=WalSnapshot(6, 1))[2]] == list(range(7, 13))
+
+
+def test_segment_headers_carry_state_past_a_release(waldir: str) -> None:
+    """The hard state and the marker were written only in the segment that gets released."""
+    conf = raft_pb2.ConfState(voters=[1], learners=[2])
+    with WAL.create(waldir, b"m", SEGMENT_BYTES) as wal:
+        wal.save(hard_state(4, 3, vote=1), entries(1, 3, term=4, size=1200))
+        wal.save_snapshot(WalSnapshot(3, 4, conf))
+        wal.save(None, entries(4, 6, term=4, size=1200))  # no hard state; cuts segment 1
+        assert len(segment_paths(waldir)) == 2
+        wal.release_before(4)
+        assert len(segment_paths(waldir)) == 1
+    assert WAL.valid_snapshots(waldir) == [WalSnapshot(3, 4, conf)]
+    _, state, ents = read_back(waldir, snapshot=WalSnapshot(3, 4))
+    assert state == hard_state(4, 3, vote=1)
+    assert [e.index for e in ents] == [4, 5, 6]
