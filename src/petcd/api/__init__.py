@@ -1,0 +1,1 @@
+"""The client-facing API: gRPC services (library-independent handlers), front ends, HTTP."""

@@ -1,0 +1,897 @@
+"""EtcdServer: one member — the raft driver, the apply loop, reads, leases, alarms, snapshots.
+
+Everything runs on one asyncio event loop; the WAL's write+fsync and the backend's sync run in
+worker threads. The write path (design.md "A write, end to end"):
+
+1. `propose(request)` gives the request a unique id, registers a future under it, and queues the
+   encoded request; every request queued in one loop iteration goes into raft together.
+2. The raft loop takes each `Ready`: a leader sends its messages at once; the entries and hard
+   state go to the WAL in one write and one fsync (worker thread) while the loop applies the
+   Ready's committed entries (already durable) in one backend transaction; then a follower sends
+   its messages and the node advances.
+3. Apply resolves the futures of this member's requests; watchers get the events.
+
+Reads: linearizable reads share ReadIndex rounds (one in flight; reads that arrive meanwhile wait
+for the next) and then wait until the applied index reaches the read index; serializable reads go
+straight to the store.
+
+Invariants:
+- raft's `ready()`/`advance()` pairs never interleave (one raft loop task);
+- a request's future is resolved at most once, by apply, by its timeout, or by shutdown;
+- the WAL executor has exactly one thread, so WAL operations happen in submission order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import contextlib
+import heapq
+import logging
+import os
+import random
+import struct
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
+
+from petcd import ETCD_API_VERSION, errors
+from petcd.lease import Lessor, min_lease_ttl_s
+from petcd.membership import RaftCluster
+from petcd.mvcc import Backend, WatchableStore
+from petcd.pb import internal_pb2, raft_pb2, rpc_pb2
+from petcd.raft import Config as RaftConfig
+from petcd.raft import Peer, RawNode, StateType
+from petcd.server import idutil
+from petcd.server.alarms import AlarmStore
+from petcd.server.apply import Applier, AppliedBatch
+from petcd.server.config import ServerConfig
+from petcd.server.storage import Paths, RaftState, create_raft_state, open_raft_state
+from petcd.wal import DirLock, Snapshotter, WalSnapshot
+
+log = logging.getLogger("petcd.server")
+
+#: Entries kept in the raft log after a snapshot so slow followers catch up without one.
+SNAPSHOT_CATCHUP_ENTRIES = 5000
+#: etcd refuses new proposals when committed − applied exceeds this.
+MAX_APPLY_GAP = 5000
+#: Re-issue a ReadIndex round that got no answer after this long.
+READ_INDEX_RETRY_S = 0.5
+LEASE_REVOKE_BATCH = 1000
+WAL_SEGMENT_BYTES = 64 * 1024 * 1024
+_CTX = struct.Struct(">Q")
+
+
+class PeerTransport(Protocol):
+    """How raft messages reach other members (petcd.transport provides the real one)."""
+
+    def send(self, messages: Sequence[raft_pb2.Message]) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class NullTransport:
+    """A single-member cluster has nobody to talk to."""
+
+    def send(self, messages: Sequence[raft_pb2.Message]) -> None:
+        for message in messages:
+            log.debug("dropping raft message to %x: no transport", message.to)
+
+    async def stop(self) -> None:
+        return None
+
+
+class _ReadRound:
+    __slots__ = ("ctx", "future", "sent_at")
+
+    def __init__(self, ctx: bytes, future: asyncio.Future[int]) -> None:
+        self.ctx = ctx
+        self.future = future
+        self.sent_at = 0.0
+
+
+class EtcdServer:
+    """One petcd member. Create, `await start()`, serve, `await stop()`."""
+
+    def __init__(self, config: ServerConfig, transport: PeerTransport | None = None) -> None:
+        self.config = config
+        self.paths = Paths.of(config.data_dir_path, config.wal_dir)
+        self.transport: PeerTransport = transport or NullTransport()
+        self.request_timeout_s = config.request_timeout_s
+        self.max_request_bytes = int(config.max_request_bytes)
+        self.quota_bytes = config.quota_bytes
+        self.member_id = 0
+        self.cluster_id = 0
+        self.leader_id = 0
+        self.term = 0
+        self.raft_state = StateType.FOLLOWER
+        self.committed_index = 0
+        self.applied_index = 0
+        self.stopped = asyncio.Event()
+        self._stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wal_executor = concurrent.futures.ThreadPoolExecutor(1, "petcd-wal")
+        self._sync_executor = concurrent.futures.ThreadPoolExecutor(1, "petcd-sync")
+        self._tasks: list[asyncio.Task[None]] = []
+        # proposals
+        self._waiters: dict[int, asyncio.Future[Any]] = {}
+        self._deadlines: collections.deque[tuple[float, int]] = collections.deque()
+        self._pending: list[tuple[int, bytes]] = []
+        self._parked: list[tuple[int, bytes]] = []
+        self._flush_scheduled = False
+        self._wake = asyncio.Event()
+        # reads
+        self._read_next: asyncio.Future[int] | None = None
+        self._read_inflight: _ReadRound | None = None
+        self._read_ctx_counter = 0
+        self._applied_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._applied_waiter_seq = 0
+        # snapshots and compaction
+        self._snapshot_index = 0
+        self._snapshot_in_progress = False
+        self._compaction_event = asyncio.Event()
+        self._compaction_waiters: list[tuple[Any, asyncio.Future[None]]] = []
+        self.leader_changed = asyncio.Event()
+        self._apply_lock = asyncio.Lock()
+        self._campaign_pending = False
+
+    # --- start and stop ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.paths.make()
+        self._lock = DirLock(self.paths.data_dir)
+        try:
+            self._open_storage()
+        except BaseException:
+            self._lock.release()
+            raise
+        self._tasks = [
+            asyncio.create_task(self._raft_loop(), name="raft-loop"),
+            asyncio.create_task(self._ticker(), name="raft-ticker"),
+            asyncio.create_task(self._housekeeping(), name="housekeeping"),
+            asyncio.create_task(self._compaction_loop(), name="compaction"),
+        ]
+        self._kick_off_election()
+        log.info(
+            "petcd member started",
+            extra={"member_id": f"{self.member_id:x}", "cluster_id": f"{self.cluster_id:x}"},
+        )
+
+    def _open_storage(self) -> None:
+        cfg = self.config
+        self.backend = Backend(
+            self.paths.backend_dir,
+            quota_bytes=self.quota_bytes if self.quota_bytes > 0 else 8 * 1024**3,
+            unsafe_no_fsync=bool(cfg.unsafe_no_fsync),
+        )
+        self.lessor = Lessor(
+            min_lease_ttl_s(int(cfg.election_timeout), int(cfg.heartbeat_interval)),
+            checkpoint_enabled=bool(cfg.experimental_enable_lease_checkpoint),
+        )
+        self.lessor.load(self.backend)
+        self.store = WatchableStore(self.backend, lease_hooks=self.lessor)
+        self.cluster = RaftCluster()
+        self.cluster.load(self.backend)
+        self.alarms = AlarmStore()
+        self.alarms.load(self.backend)
+        self.snapshotter = Snapshotter(self.paths.snap_dir)
+        from petcd.wal import WAL
+
+        if WAL.exists(self.paths.wal_dir):
+            state = open_raft_state(self.paths, WAL_SEGMENT_BYTES)
+        else:
+            state = self._bootstrap_state()
+        self.wal = state.wal
+        self.raft_storage = state.storage
+        self.member_id = state.member_id
+        self.cluster_id = state.cluster_id
+        self.cluster.cluster_id = self.cluster_id
+        self.ids = idutil.IdGenerator(self.member_id)
+        snapshot_index = state.snapshot.metadata.index if state.snapshot is not None else 0
+        self._snapshot_index = snapshot_index
+        self.node = RawNode(self._raft_config(applied=snapshot_index))
+        if state.fresh:
+            self.node.bootstrap(self._initial_peers())
+        self.applier = Applier(
+            self.store, self.lessor, self.cluster, self.alarms, self.node.apply_conf_change
+        )
+        if state.snapshot is not None:
+            self.applier.conf_state.CopyFrom(state.snapshot.metadata.conf_state)
+        self.applied_index = max(snapshot_index, 0)
+        self.committed_index = self.applied_index
+
+    def _bootstrap_state(self) -> RaftState:
+        cfg = self.config
+        if cfg.initial_cluster_state != "new":
+            raise errors.StorageError(
+                "petcd: joining an existing cluster needs the cluster transport "
+                "(--initial-cluster-state existing is not supported by this member)"
+            )
+        members = cfg.initial_cluster_map()
+        token = str(cfg.initial_cluster_token)
+        ids = {name: idutil.member_id(urls, token) for name, urls in members.items()}
+        self._initial_members = members
+        self._initial_ids = ids
+        member_id = ids[str(cfg.name)]
+        cluster_id = idutil.cluster_id(list(ids.values()))
+        return create_raft_state(self.paths, member_id, cluster_id, WAL_SEGMENT_BYTES)
+
+    def _initial_peers(self) -> list[Peer]:
+        peers = []
+        for name, urls in sorted(self._initial_members.items()):
+            record = internal_pb2.MemberRecord(
+                id=self._initial_ids[name], name=name, peer_urls=urls
+            )
+            context = internal_pb2.ConfChangeContext(member=record).SerializeToString()
+            peers.append(Peer(id=record.id, context=context))
+        return peers
+
+    def _raft_config(self, applied: int) -> RaftConfig:
+        cfg = self.config
+        return RaftConfig(
+            id=self.member_id,
+            election_tick=cfg.election_ticks,
+            heartbeat_tick=1,
+            storage=self.raft_storage,
+            applied=applied,
+            max_size_per_msg=1024 * 1024,
+            max_inflight_msgs=512,
+            max_uncommitted_entries_size=1 << 30,
+            check_quorum=True,
+            pre_vote=bool(cfg.pre_vote),
+            rng=random.Random(int.from_bytes(os.urandom(8), "big")),
+        )
+
+    def _kick_off_election(self) -> None:
+        """A lone voter campaigns at once; others fast-forward their election ticks (etcd).
+
+        Raft refuses to campaign while committed conf changes are unapplied (a new cluster's
+        bootstrap entries), so a lone voter campaigns right after the first apply.
+        """
+        config = self.node.status().config
+        if config is not None and config.voters == {self.member_id} and not config.learners:
+            self._campaign_pending = True
+            if self.applied_index >= self.committed_index:
+                self._campaign_now()
+        elif self.config.initial_election_tick_advance:
+            for _ in range(max(self.config.election_ticks - 1, 0)):
+                self.node.tick()
+        self._wake.set()
+
+    def _campaign_now(self) -> None:
+        if self._campaign_pending and self.raft_state != StateType.LEADER:
+            self._campaign_pending = False
+            self.node.campaign()
+            self._wake.set()
+
+    async def stop(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._fail_all(errors.StoppedError())
+        await self.transport.stop()
+        await asyncio.get_running_loop().run_in_executor(self._wal_executor, self.wal.close)
+        self._wal_executor.shutdown(wait=True)
+        self._sync_executor.shutdown(wait=True)
+        self.backend.close()
+        self._lock.release()
+        self.stopped.set()
+        log.info("petcd member stopped")
+
+    def _fail_all(self, error: errors.PetcdError) -> None:
+        for future in self._waiters.values():
+            if not future.done():
+                future.set_exception(error)
+        self._waiters.clear()
+        for _index, _seq, future in self._applied_waiters:
+            if not future.done():
+                future.set_exception(error)
+        self._applied_waiters.clear()
+        pending_reads = [self._read_next]
+        if self._read_inflight is not None:
+            pending_reads.append(self._read_inflight.future)
+        for read in pending_reads:
+            if read is not None and not read.done():
+                read.set_exception(error)
+
+    # --- proposals ---------------------------------------------------------------------------
+
+    @property
+    def is_leader(self) -> bool:
+        return self.raft_state == StateType.LEADER
+
+    def header(self, revision: int | None = None) -> rpc_pb2.ResponseHeader:
+        return rpc_pb2.ResponseHeader(
+            cluster_id=self.cluster_id,
+            member_id=self.member_id,
+            revision=self.store.current_revision if revision is None else revision,
+            raft_term=self.term,
+        )
+
+    def fill_header(self, header: rpc_pb2.ResponseHeader) -> None:
+        """Complete a response header whose revision apply (or the caller) has set."""
+        header.cluster_id = self.cluster_id
+        header.member_id = self.member_id
+        header.raft_term = self.term
+        if not header.revision:
+            header.revision = self.store.current_revision
+
+    async def propose(self, request: internal_pb2.InternalRaftRequest) -> Any:
+        """Put one request through raft; returns apply's result or raises its error."""
+        if self._stopping:
+            raise errors.StoppedError()
+        if self.committed_index - self.applied_index > MAX_APPLY_GAP:
+            raise errors.TooManyRequestsError()
+        request_id = self.ids.next()
+        request.header.id = request_id
+        data = request.SerializeToString()
+        if len(data) > self.max_request_bytes:
+            raise errors.RequestTooLargeError()
+        return await self._propose_data(request_id, data)
+
+    def _propose_data(self, request_id: int, data: bytes) -> Awaitable[Any]:
+        loop = self._loop
+        assert loop is not None
+        future: asyncio.Future[Any] = loop.create_future()
+        self._waiters[request_id] = future
+        self._deadlines.append((loop.time() + self.request_timeout_s, request_id))
+        self._pending.append((request_id, data))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush_proposals)
+        return future
+
+    def _flush_proposals(self) -> None:
+        self._flush_scheduled = False
+        pending, self._pending = self._pending, []
+        if self.leader_id == 0:
+            self._parked.extend(pending)  # retried when a leader appears
+            return
+        for index, (request_id, data) in enumerate(pending):
+            try:
+                self.node.propose(data)
+            except errors.ProposalDroppedError:
+                # No leader or a leader transfer: keep the rest for when there is a leader.
+                self._parked.extend(pending[index:])
+                break
+            assert request_id in self._waiters or request_id not in self._waiters
+        self._wake.set()
+
+    def _retry_parked(self) -> None:
+        if self._parked and self.leader_id != 0:
+            parked, self._parked = self._parked, []
+            live = [(rid, data) for rid, data in parked if rid in self._waiters]
+            self._pending.extend(live)
+            if live and not self._flush_scheduled:
+                self._flush_scheduled = True
+                assert self._loop is not None
+                self._loop.call_soon(self._flush_proposals)
+
+    def _expire_requests(self, now: float) -> None:
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            _deadline, request_id = deadlines.popleft()
+            future = self._waiters.pop(request_id, None)
+            if future is not None and not future.done():
+                future.set_exception(
+                    errors.NoLeaderError() if self.leader_id == 0 else errors.RequestTimeoutError()
+                )
+
+    # --- linearizable reads ------------------------------------------------------------------
+
+    async def linearizable_barrier(self) -> None:
+        """Return once this member has applied everything committed before the call."""
+        if self._stopping:
+            raise errors.StoppedError()
+        loop = self._loop
+        assert loop is not None
+        future = self._read_next
+        if future is None:
+            future = self._read_next = loop.create_future()
+            if self._read_inflight is None:
+                loop.call_soon(self._start_read_round)
+        try:
+            index = await asyncio.wait_for(asyncio.shield(future), self.request_timeout_s)
+        except TimeoutError:
+            raise (
+                errors.NoLeaderError() if self.leader_id == 0 else errors.RequestTimeoutError()
+            ) from None
+        if self.applied_index < index:
+            await self.wait_applied(index)
+
+    def _start_read_round(self) -> None:
+        if self._read_inflight is not None or self._read_next is None:
+            return
+        future, self._read_next = self._read_next, None
+        self._read_ctx_counter += 1
+        round_ = _ReadRound(_CTX.pack(self._read_ctx_counter), future)
+        self._read_inflight = round_
+        self._send_read_index(round_)
+
+    def _send_read_index(self, round_: _ReadRound) -> None:
+        assert self._loop is not None
+        round_.sent_at = self._loop.time()
+        if self.leader_id == 0:
+            return  # retried by housekeeping once a leader is known
+        try:
+            self.node.read_index(round_.ctx)
+        except errors.ProposalDroppedError:
+            return
+        self._wake.set()
+
+    def _on_read_states(self, read_states: Sequence[Any]) -> None:
+        round_ = self._read_inflight
+        for state in read_states:
+            if round_ is not None and state.request_ctx == round_.ctx:
+                self._read_inflight = None
+                if not round_.future.done():
+                    round_.future.set_result(state.index)
+                round_ = None
+        if self._read_inflight is None and self._read_next is not None:
+            self._start_read_round()
+
+    def _retry_read_round(self, now: float) -> None:
+        round_ = self._read_inflight
+        if round_ is not None and now - round_.sent_at >= READ_INDEX_RETRY_S:
+            self._send_read_index(round_)
+
+    async def wait_applied(self, index: int) -> None:
+        if self.applied_index >= index:
+            return
+        assert self._loop is not None
+        future: asyncio.Future[None] = self._loop.create_future()
+        self._applied_waiter_seq += 1
+        heapq.heappush(self._applied_waiters, (index, self._applied_waiter_seq, future))
+        await future
+
+    def _notify_applied(self) -> None:
+        waiters = self._applied_waiters
+        applied = self.applied_index
+        while waiters and waiters[0][0] <= applied:
+            _index, _seq, future = heapq.heappop(waiters)
+            if not future.done():
+                future.set_result(None)
+
+    # --- the raft loop -----------------------------------------------------------------------
+
+    def step(self, message: raft_pb2.Message) -> None:
+        """A raft message from a peer (called by the transport)."""
+        if self._stopping:
+            return
+        try:
+            self.node.step(message)
+        except errors.RaftError as exc:
+            log.debug("dropped raft message: %s", exc)
+        self._wake.set()
+
+    async def _raft_loop(self) -> None:
+        node = self.node
+        wake = self._wake
+        while True:
+            await wake.wait()
+            wake.clear()
+            while node.has_ready():
+                async with self._apply_lock:
+                    await self._handle_ready(node.ready())
+
+    async def _handle_ready(self, rd: Any) -> None:
+        loop = self._loop
+        assert loop is not None
+        if rd.soft_state is not None:
+            self._on_soft_state(rd.soft_state)
+        if rd.hard_state is not None:
+            self.term = rd.hard_state.term
+            self.committed_index = max(self.committed_index, rd.hard_state.commit)
+        if rd.read_states:
+            self._on_read_states(rd.read_states)
+        leader = self.raft_state == StateType.LEADER
+        if leader and rd.messages:
+            self.transport.send(rd.messages)
+        if rd.snapshot is not None and rd.snapshot.metadata.index > 0:
+            await self._install_snapshot(rd.snapshot)
+        saving = None
+        if rd.hard_state is not None or rd.entries:
+            saving = loop.run_in_executor(
+                self._wal_executor, self.wal.save, rd.hard_state, rd.entries
+            )
+        if rd.committed_entries:
+            self._apply(rd.committed_entries)
+        if saving is not None:
+            await saving
+        if rd.entries:
+            self.raft_storage.append(list(rd.entries))
+        if rd.hard_state is not None:
+            self.raft_storage.set_hard_state(rd.hard_state)
+        if not leader and rd.messages:
+            self.transport.send(rd.messages)
+        self.node.advance(rd)
+        self._maybe_snapshot()
+
+    def _on_soft_state(self, soft: Any) -> None:
+        was_leader = self.raft_state == StateType.LEADER
+        previous_leader = self.leader_id
+        self.leader_id = soft.lead
+        self.raft_state = soft.raft_state
+        now_leader = self.raft_state == StateType.LEADER
+        if now_leader and not was_leader:
+            self.lessor.promote(extend_s=int(self.config.election_timeout) / 1000.0)
+        elif was_leader and not now_leader:
+            self.lessor.demote()
+        if previous_leader != self.leader_id:
+            log.info("leader changed", extra={"leader": f"{self.leader_id:x}"})
+            self.leader_changed.set()
+            self.leader_changed = asyncio.Event()
+            round_ = self._read_inflight
+            if round_ is not None and previous_leader != 0:
+                self._read_inflight = None
+                if not round_.future.done():
+                    round_.future.set_exception(errors.LeaderChangedError())
+            self._retry_parked()
+            if self._read_inflight is None and self._read_next is not None:
+                self._start_read_round()
+
+    def _apply(self, entries: Sequence[raft_pb2.Entry]) -> None:
+        batch: AppliedBatch = self.applier.apply(list(entries))
+        self.applied_index = batch.last_index
+        self.committed_index = max(self.committed_index, batch.last_index)
+        waiters = self._waiters
+        for request_id, result in batch.results:
+            future = waiters.pop(request_id, None)
+            if future is None or future.done():
+                continue
+            if isinstance(result, errors.PetcdError):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+        for _index, cc, _member in batch.conf_changes:
+            self._on_conf_change(cc)
+        if self._applied_waiters:
+            self._notify_applied()
+        if self._campaign_pending:
+            self._campaign_now()
+        if self.applier.compacted:
+            self.applier.compacted = False
+            self._compaction_event.set()
+
+    def _on_conf_change(self, cc: raft_pb2.ConfChange) -> None:
+        if cc.type == raft_pb2.CONF_CHANGE_REMOVE_NODE and cc.node_id == self.member_id:
+            log.warning("this member was removed from the cluster; stopping")
+            assert self._loop is not None
+            self._loop.create_task(self.stop())
+
+    async def _install_snapshot(self, snapshot: raft_pb2.Snapshot) -> None:
+        """A follower received a snapshot: its backend copy is already on disk (transport)."""
+        meta = snapshot.metadata
+        db_path = os.path.join(self.paths.snap_dir, f"{meta.index:016x}.snap.db")
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._wal_executor, self.snapshotter.save, snapshot)
+        await loop.run_in_executor(
+            self._wal_executor,
+            self.wal.save_snapshot,
+            WalSnapshot(meta.index, meta.term, meta.conf_state),
+        )
+        self.raft_storage.apply_snapshot(snapshot)
+        if os.path.exists(db_path):
+            self.store.restore(db_path)
+        self.lessor.leases.clear()
+        self.lessor.load(self.backend)
+        self.cluster = RaftCluster(self.cluster_id)
+        self.cluster.load(self.backend)
+        self.applier.cluster = self.cluster
+        self.alarms = AlarmStore()
+        self.alarms.load(self.backend)
+        self.applier.alarms = self.alarms
+        self.applier.conf_state.CopyFrom(meta.conf_state)
+        self.applied_index = meta.index
+        self._snapshot_index = meta.index
+        self._notify_applied()
+
+    # --- raft snapshots ------------------------------------------------------------------------
+
+    def _maybe_snapshot(self) -> None:
+        if self._snapshot_in_progress:
+            return
+        if self.applied_index - self._snapshot_index < int(self.config.snapshot_count):
+            return
+        self._snapshot_in_progress = True
+        assert self._loop is not None
+        self._loop.create_task(self._snapshot(self.applied_index))
+
+    async def _snapshot(self, index: int) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            # The backend must hold `index` durably before the WAL before it is released.
+            await loop.run_in_executor(self._sync_executor, self.backend.sync)
+            data = internal_pb2.SnapshotData(cluster_id=self.cluster_id).SerializeToString()
+            snapshot = self.raft_storage.create_snapshot(index, self.applier.conf_state, data)
+            meta = snapshot.metadata
+            await loop.run_in_executor(self._wal_executor, self.snapshotter.save, snapshot)
+            await loop.run_in_executor(
+                self._wal_executor,
+                self.wal.save_snapshot,
+                WalSnapshot(meta.index, meta.term, meta.conf_state),
+            )
+            compact_to = index - SNAPSHOT_CATCHUP_ENTRIES
+            if compact_to > self.raft_storage.first_index():
+                self.raft_storage.compact(compact_to)
+            await loop.run_in_executor(self._wal_executor, self.wal.release_before, index)
+            max_snapshots = int(self.config.max_snapshots)
+            if max_snapshots > 0:
+                await loop.run_in_executor(
+                    self._wal_executor, self.snapshotter.purge, max_snapshots
+                )
+            self._snapshot_index = index
+            log.info("saved raft snapshot", extra={"index": index})
+        finally:
+            self._snapshot_in_progress = False
+
+    # --- background work ----------------------------------------------------------------------
+
+    async def _ticker(self) -> None:
+        interval = int(self.config.heartbeat_interval) / 1000.0
+        node = self.node
+        while True:
+            await asyncio.sleep(interval)
+            node.tick()
+            self._wake.set()
+
+    async def _housekeeping(self) -> None:
+        """Every 100 ms: request timeouts, ReadIndex retries, watch catch-up, lease expiry."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(0.1)
+            now = loop.time()
+            self._expire_requests(now)
+            self._retry_read_round(now)
+            self._retry_parked()
+            self.store.sync_watchers()
+            if self.is_leader:
+                self._revoke_expired_leases()
+                self._checkpoint_leases()
+
+    def _revoke_expired_leases(self) -> None:
+        for lease_id in self.lessor.expired(LEASE_REVOKE_BATCH):
+            request = internal_pb2.InternalRaftRequest(
+                lease_revoke=rpc_pb2.LeaseRevokeRequest(ID=lease_id)
+            )
+            self._fire_and_forget(self.propose(request))
+
+    def _checkpoint_leases(self) -> None:
+        checkpoints = self.lessor.checkpoints(LEASE_REVOKE_BATCH)
+        if checkpoints:
+            request = internal_pb2.InternalRaftRequest(
+                lease_checkpoint=rpc_pb2.LeaseCheckpointRequest(
+                    checkpoints=[
+                        rpc_pb2.LeaseCheckpoint(ID=lease_id, remaining_TTL=ttl)
+                        for lease_id, ttl in checkpoints
+                    ]
+                )
+            )
+            self._fire_and_forget(self.propose(request))
+
+    def _fire_and_forget(self, awaitable: Awaitable[Any]) -> None:
+        async def run() -> None:
+            with contextlib.suppress(errors.PetcdError):
+                await awaitable
+
+        assert self._loop is not None
+        self._loop.create_task(run())
+
+    async def _compaction_loop(self) -> None:
+        """Physical compaction in bounded batches, pausing between them (etcd: 10 ms)."""
+        pause_s = float(self.config.experimental_compaction_sleep_interval)
+        limit = int(self.config.experimental_compaction_batch_limit) or 1000
+        while True:
+            await self._compaction_event.wait()
+            self._compaction_event.clear()
+            while self.store.compaction_step(limit):
+                await asyncio.sleep(pause_s)
+            waiters, self._compaction_waiters = self._compaction_waiters, []
+            for compaction, future in waiters:
+                if compaction.done:
+                    if not future.done():
+                        future.set_result(None)
+                else:
+                    self._compaction_waiters.append((compaction, future))
+
+    async def wait_compaction(self, compaction: Any) -> None:
+        """Wait until a compaction's old revisions are physically gone (physical=true)."""
+        if compaction.done:
+            return
+        assert self._loop is not None
+        future: asyncio.Future[None] = self._loop.create_future()
+        self._compaction_waiters.append((compaction, future))
+        self._compaction_event.set()
+        await future
+
+    # --- quota, leases, maintenance, membership (called by the API) -------------------------
+
+    async def check_quota(self, cost: int) -> None:
+        """etcd's quota check before proposing a write: raise NOSPACE when it would not fit."""
+        if self.quota_bytes < 0:
+            return
+        if self.backend.size_bytes() + cost < self.quota_bytes:
+            return
+        alarm = rpc_pb2.AlarmRequest(
+            action=rpc_pb2.AlarmRequest.ACTIVATE, memberID=self.member_id, alarm=rpc_pb2.NOSPACE
+        )
+        with contextlib.suppress(errors.PetcdError):
+            await self.propose(internal_pb2.InternalRaftRequest(alarm=alarm))
+        raise errors.NoSpaceError()
+
+    async def _leader_ready(self) -> None:
+        """The leader answers lease queries only once it has applied what it committed."""
+        if not self.is_leader:
+            raise errors.NoLeaderError() if self.leader_id == 0 else errors.NotLeaderError()
+        if self.applied_index < self.committed_index:
+            try:
+                async with asyncio.timeout(1.0):
+                    await self.wait_applied(self.committed_index)
+            except TimeoutError:
+                raise errors.TimeoutWaitAppliedIndexError() from None
+
+    async def lease_renew(self, lease_id: int) -> int:
+        await self._leader_ready()
+        return self.lessor.renew(lease_id)
+
+    async def lease_time_to_live(self, lease_id: int) -> tuple[int, int, list[bytes]] | None:
+        await self._leader_ready()
+        return self.lessor.time_to_live(lease_id)
+
+    async def defragment(self) -> None:
+        """Copy the backend compactly while reads go on, then swap it in between batches."""
+        async with self._apply_lock:
+            path = self.paths.backend_dir + ".defrag"
+            await self.run_in_thread(self.backend.copy_to, path)
+            self.store.defrag_swap(path)
+
+    async def move_leader(self, target: int) -> None:
+        if not self.is_leader:
+            raise errors.NotLeaderError()
+        member = self.cluster.member(target)
+        if member is None or member.is_learner:
+            raise errors.BadLeaderTransfereeError()
+        if target == self.member_id:
+            return
+        self.node.transfer_leader(target)
+        self._wake.set()
+        try:
+            async with asyncio.timeout(self.request_timeout_s):
+                while self.leader_id != target:
+                    await self.leader_changed.wait()
+        except TimeoutError:
+            raise errors.LeaderTransferTimeoutError() from None
+
+    def publish_attributes(self, name: str, client_urls: list[str]) -> None:
+        """Tell the cluster this member's name and client URLs (through raft), retrying."""
+        request = internal_pb2.InternalRaftRequest(
+            member_attributes=internal_pb2.MemberAttributesSetRequest(
+                member_id=self.member_id, name=name, client_urls=client_urls
+            )
+        )
+
+        async def run() -> None:
+            while not self._stopping:
+                try:
+                    await self.propose(request)
+                    return
+                except errors.StoppedError:
+                    return
+                except errors.PetcdError as exc:
+                    log.info("publishing member attributes failed, retrying: %s", exc.message)
+                    await asyncio.sleep(0.5)
+
+        assert self._loop is not None
+        self._tasks.append(self._loop.create_task(run(), name="publish"))
+
+    async def _propose_conf_change(self, cc: raft_pb2.ConfChange) -> list[rpc_pb2.Member]:
+        if self._stopping:
+            raise errors.StoppedError()
+        loop = self._loop
+        assert loop is not None
+        cc.id = self.ids.next()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._waiters[cc.id] = future
+        self._deadlines.append((loop.time() + self.request_timeout_s, cc.id))
+        try:
+            self.node.propose_conf_change(cc)
+        except errors.ProposalDroppedError:
+            self._waiters.pop(cc.id, None)
+            raise errors.NoLeaderError() if self.leader_id == 0 else errors.UnhealthyError()
+        self._wake.set()
+        members: list[rpc_pb2.Member] = await future
+        return members
+
+    async def member_add(
+        self, peer_urls: list[str], is_learner: bool
+    ) -> tuple[rpc_pb2.Member, list[rpc_pb2.Member]]:
+        record = internal_pb2.MemberRecord(
+            id=idutil.member_id(peer_urls, "", int(time.time())),
+            peer_urls=peer_urls,
+            is_learner=is_learner,
+        )
+        self.cluster.check_add(record)
+        kind = (
+            raft_pb2.CONF_CHANGE_ADD_LEARNER_NODE if is_learner else raft_pb2.CONF_CHANGE_ADD_NODE
+        )
+        context = internal_pb2.ConfChangeContext(member=record).SerializeToString()
+        members = await self._propose_conf_change(
+            raft_pb2.ConfChange(type=kind, node_id=record.id, context=context)
+        )
+        member = rpc_pb2.Member(ID=record.id, peerURLs=peer_urls, isLearner=is_learner)
+        return member, members
+
+    async def member_remove(self, member_id: int) -> list[rpc_pb2.Member]:
+        self.cluster.check_remove(member_id)
+        return await self._propose_conf_change(
+            raft_pb2.ConfChange(type=raft_pb2.CONF_CHANGE_REMOVE_NODE, node_id=member_id)
+        )
+
+    async def member_update(self, member_id: int, peer_urls: list[str]) -> list[rpc_pb2.Member]:
+        self.cluster.check_update(member_id, peer_urls)
+        record = internal_pb2.MemberRecord(id=member_id, peer_urls=peer_urls)
+        context = internal_pb2.ConfChangeContext(member=record).SerializeToString()
+        return await self._propose_conf_change(
+            raft_pb2.ConfChange(
+                type=raft_pb2.CONF_CHANGE_UPDATE_NODE, node_id=member_id, context=context
+            )
+        )
+
+    async def member_promote(self, member_id: int) -> list[rpc_pb2.Member]:
+        self.cluster.check_promote(member_id)
+        if not self.is_leader:
+            raise errors.NoLeaderError() if self.leader_id == 0 else errors.NotLeaderError()
+        self._check_learner_ready(member_id)
+        record = self.cluster.member(member_id)
+        assert record is not None
+        context = internal_pb2.ConfChangeContext(member=record, is_promote=True)
+        return await self._propose_conf_change(
+            raft_pb2.ConfChange(
+                type=raft_pb2.CONF_CHANGE_ADD_NODE,
+                node_id=member_id,
+                context=context.SerializeToString(),
+            )
+        )
+
+    def _check_learner_ready(self, member_id: int) -> None:
+        """etcd: a learner is promotable once its match index is ≥ 90% of the leader's."""
+        progress = self.node.status().progress
+        leader = progress.get(self.member_id)
+        learner = progress.get(member_id)
+        if leader is None or learner is None or learner.match < 0.9 * leader.match:
+            raise errors.LearnerNotReadyError()
+
+    # --- queries used by the API ---------------------------------------------------------------
+
+    def status(self) -> rpc_pb2.StatusResponse:
+        response = rpc_pb2.StatusResponse(
+            header=self.header(),
+            version=ETCD_API_VERSION,
+            dbSize=self.backend.size_bytes(),
+            dbSizeInUse=self.backend.size_in_use_bytes(),
+            leader=self.leader_id,
+            raftIndex=self.committed_index,
+            raftTerm=self.term,
+            raftAppliedIndex=self.applied_index,
+            isLearner=self.member_id in self.cluster.learners(),
+        )
+        if self.leader_id == 0:
+            response.errors.append(errors.NoLeaderError.default_message)
+        for alarm in self.alarms.get():
+            name = rpc_pb2.AlarmType.Name(alarm.alarm)
+            response.errors.append(f"memberID:{alarm.memberID} alarm:{name} ")
+        return response
+
+    def run_in_thread(self, fn: Callable[..., Any], *args: Any) -> Awaitable[Any]:
+        assert self._loop is not None
+        return self._loop.run_in_executor(self._sync_executor, fn, *args)
+
+    def now(self) -> float:
+        return time.monotonic()
