@@ -19,6 +19,7 @@ Invariant: entries[k].index == snapshot index + 1 + k.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
@@ -123,7 +124,7 @@ class Replay:
         self.markers.append(marker_from_pb(marker))
         self.last_index = max(self.last_index, marker.index)
 
-    def _add_entries(self, path: str, batch: list[raft_pb2.Entry]) -> int:
+    def _add_entries(self, path: str, batch: Sequence[raft_pb2.Entry]) -> int:
         assert len(batch) > 0, "the writer never saves an empty batch"
         first, last = batch[0].index, batch[-1].index
         assert first >= 1

@@ -90,15 +90,27 @@ def _entry_prefix(length: int) -> bytes:
 
 
 def _entries_payloads(entries: Sequence[raft_pb2.Entry]) -> list[bytes]:
-    """Encode entries as walpb.Entries payloads of about ENTRIES_RECORD_BYTES_TARGET each."""
+    """Encode entries as walpb.Entries payloads of at most about ENTRIES_RECORD_BYTES_TARGET."""
+    first = entries[0].index
+    assert first >= 1
+    assert entries[-1].index == first + len(entries) - 1, "entries of a save are contiguous"
+    encoded = [entry.SerializeToString() for entry in entries]
+    lengths = list(map(len, encoded))
+    if max(lengths) < _VARINT_PREFIX_MAX and sum(lengths) < ENTRIES_RECORD_BYTES_TARGET:
+        # The hot path, in C-level loops: interleave precomputed prefixes with the encodings.
+        parts = [b""] * (2 * len(encoded))
+        parts[::2] = [_ENTRY_PREFIX[n] for n in lengths]
+        parts[1::2] = encoded
+        return [b"".join(parts)]
+    return _split_payloads(encoded)
+
+
+def _split_payloads(encoded: list[bytes]) -> list[bytes]:
+    """The rare path: big saves, split so no record grows past about the target size."""
     payloads: list[bytes] = []
     parts: list[bytes] = []
     size = 0
-    expected = entries[0].index
-    for entry in entries:  # the hot loop of save: no per-entry objects beyond the encoding
-        assert entry.index == expected, "entries of one save must be contiguous"
-        expected += 1
-        data = entry.SerializeToString()
+    for data in encoded:  # bounded by the entries of one save
         parts.append(_entry_prefix(len(data)))
         parts.append(data)
         size += len(data)
