@@ -543,6 +543,13 @@ class Raft:
                 pass  # the term is ours once we win the real election
             elif t in (MSG_APP, MSG_HEARTBEAT, MSG_SNAP):
                 self.become_follower(term, m.from_)
+            elif t == MSG_VOTE:
+                # Raft §5.2: only a granted vote (or a leader) resets the election timer. etcd
+                # resets it on any newer term, which lets a candidate with a stale log keep
+                # the up-to-date members from ever timing out; we keep the elapsed time.
+                elapsed = self.election_elapsed
+                self.become_follower(term, 0)
+                self.election_elapsed = elapsed
             else:
                 self.become_follower(term, 0)
         elif term < self.term:
@@ -720,8 +727,8 @@ class Raft:
         self._send(Message(type=MSG_PROP, to=self.lead, entries=ents))
 
     def _leader_check_proposal(self) -> None:
-        if self.id not in self.trk.progress:
-            raise ProposalDroppedError("raft proposal dropped: leader was removed")
+        if not self.trk.is_voter(self.id):
+            raise ProposalDroppedError("raft proposal dropped: leader was removed or demoted")
         if self.lead_transferee != 0:
             raise ProposalDroppedError("raft proposal dropped: leadership transfer in progress")
 
@@ -820,11 +827,10 @@ class Raft:
     def _leader_read_index(self, m: Message) -> None:
         if len(m.entries) != 1:
             return
-        if self.trk.is_singleton():
-            self._respond_to_read_index(m, self.raft_log.committed)
-            return
         if not self.committed_entry_in_current_term():
             # Our commit index may be behind the last leader's: wait for our first commit.
+            # This comes before the single-voter shortcut: a member that just became the only
+            # voter may not know yet what the previous leader committed (simulator seed 439).
             pending = self.pending_read_index.msgs
             if len(pending) >= _MAX_PENDING_READ_INDEX_MSGS:
                 self._refuse_read(m)
@@ -838,6 +844,10 @@ class Raft:
             raise ProposalDroppedError("raft read index dropped: too many pending reads")
 
     def _send_read_index_response(self, m: Message) -> None:
+        if self.trk.is_singleton() and self.trk.is_voter(self.id):
+            # We are the only voter: our commit index is the cluster's.
+            self._respond_to_read_index(m, self.raft_log.committed)
+            return
         if self.read_only.option == ReadOnlyOption.LEASE_BASED:
             self._respond_to_read_index(m, self.raft_log.committed)
             return
@@ -989,12 +999,9 @@ class Raft:
             self.become_follower(self.term + 1, 0)
             return False
         cs = meta.conf_state
-        if (
-            self.id not in cs.voters
-            and self.id not in cs.learners
-            and self.id not in cs.voters_outgoing
-        ):
-            return False  # a snapshot of a configuration we are not part of
+        # Unlike etcd we accept a snapshot whose configuration does not list us: a member
+        # added after the leader's last snapshot receives exactly that, and learns of itself
+        # from the conf change entries that follow the snapshot.
         try:
             cfg, prs = confchange.restore(ProgressTracker(self.trk.max_inflight), cs, meta.index)
         except ConfChangeError:
@@ -1034,6 +1041,8 @@ class Raft:
             if self.state == StateType.LEADER and self.lead_transferee != 0:
                 self._log(f"aborted leadership transfer to {self.lead_transferee:x}")
                 self.lead_transferee = 0
+            if self.leads_outside_config():
+                self._hand_over_leadership()  # try again, perhaps with another voter
         if self.state != StateType.LEADER:
             return
         if self.heartbeat_elapsed >= self.heartbeat_timeout:
@@ -1053,11 +1062,6 @@ class Raft:
         cs = self.trk.conf_state()
         pr = prs.get(self.id)
         self.is_learner = pr is not None and pr.is_learner
-        if (pr is None or self.is_learner) and self.state == StateType.LEADER:
-            # Removed or demoted: stop leading; the others elect a new leader.
-            self._log("stepped down: removed from the configuration")
-            self.become_follower(self.term, 0)
-            return cs
         if self.state != StateType.LEADER or not cs.voters:
             return cs
         # The quorum may have changed: commit what the new config allows, reach new members.
@@ -1070,7 +1074,37 @@ class Raft:
                     self.maybe_send_append(id_, False)
         if self.lead_transferee != 0 and not self.trk.is_voter(self.lead_transferee):
             self.lead_transferee = 0
+        if pr is None or self.is_learner:
+            # Removed or demoted while leading. Stepping down at once can wedge the cluster:
+            # the voters may not know yet that the change committed (their old config still
+            # needs our vote) and our log may be longer than theirs. So we keep leading (as
+            # etcd does by default) and hand leadership to the most caught-up voter.
+            self._log("removed or demoted while leader: handing over leadership")
+            self._hand_over_leadership()
         return cs
+
+    def leads_outside_config(self) -> bool:
+        """A leader that is no longer a voter (removed or demoted) and must hand over."""
+        return self.state == StateType.LEADER and not self.trk.is_voter(self.id)
+
+    def _hand_over_leadership(self) -> None:
+        assert self.state == StateType.LEADER
+        if self.lead_transferee != 0:
+            return
+        best = 0
+        best_match = -1
+        for id_ in self.trk.voter_ids():
+            pr = self.trk.progress[id_]
+            if id_ != self.id and pr.match > best_match:
+                best, best_match = id_, pr.match
+        if best == 0:
+            return
+        self.election_elapsed = 0
+        self.lead_transferee = best
+        if self.trk.progress[best].match == self.raft_log.last_index():
+            self._send(Message(type=MSG_TIMEOUT_NOW, to=best))
+        else:
+            self.send_append(best)
 
     def applied_to(self, index: int, size: int) -> None:
         """The caller applied entries up to index (size: their payload bytes)."""
