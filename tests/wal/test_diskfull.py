@@ -19,7 +19,7 @@ import pytest
 
 from petcd.errors import DiskFullError, StorageIOError, WalFailedError
 from petcd.pb import raft_pb2
-from petcd.wal import WAL, Disk
+from petcd.wal import WAL, Disk, Snapshotter
 from tests.wal.helpers import copy_dir, entries, hard_state, read_back, segment_paths, summary
 
 SEGMENT_BYTES = 4096
@@ -201,3 +201,17 @@ def test_a_file_size_limit_in_a_child_gives_disk_full(tmp_path: pathlib.Path) ->
     _, state, log = read_back(waldir)
     assert [e.index for e in log] == list(range(1, acked[-1] + 1))
     assert state.commit == acked[-1] - 5
+
+
+def test_no_space_for_a_snapshot_file_leaves_nothing_behind(tmp_path: pathlib.Path) -> None:
+    disk = FaultyDisk(space_bytes=100)
+    snapper = Snapshotter(str(tmp_path), disk=disk)
+    snapshot = raft_pb2.Snapshot(data=b"s" * 1000)
+    snapshot.metadata.index, snapshot.metadata.term = 7, 2
+    with pytest.raises(DiskFullError):
+        snapper.save(snapshot)
+    assert os.listdir(tmp_path) == []
+    assert snapper.load_newest() is None
+    disk.space_bytes = 10_000
+    snapper.save(snapshot)
+    assert snapper.load_newest() == snapshot

@@ -154,7 +154,8 @@ class WAL:
         self._segment_size_bytes = segment_size_bytes
         self._segments = segments
         self._metadata = replay.metadata
-        self._hard_state = replay.hard_state
+        self._hard_state = raft_pb2.HardState()
+        self._hard_state.CopyFrom(replay.hard_state)  # the caller gets the other one
         self._marker: WalSnapshot | None = replay.markers[-1] if replay.markers else None
         self._last_index = replay.last_index
         self._pending: tuple[bytes, raft_pb2.HardState, list[raft_pb2.Entry]] | None = (
@@ -194,12 +195,7 @@ class WAL:
         disk = disk if disk is not None else Disk()
         if cls.exists(dirpath):
             raise WalExistsError(dirpath)
-        parent = os.path.dirname(os.path.abspath(dirpath))
-        try:
-            os.makedirs(dirpath, exist_ok=True)
-            disk.fsync_dir(parent)
-        except OSError as exc:
-            raise storage_error(dirpath, exc) from exc
+        _make_dirs(dirpath, disk)
         lock = DirLock(dirpath)
         try:
             if cls.exists(dirpath):  # another process created it between the check and the lock
@@ -339,7 +335,8 @@ class WAL:
         with self._mu:
             self._check_usable()
             self._append([(RECORD_SNAPSHOT, marker.SerializeToString())])
-            self._marker = WalSnapshot(snapshot.index, snapshot.term, snapshot.conf_state)
+            conf_state = marker.conf_state if marker.HasField("conf_state") else None
+            self._marker = WalSnapshot(snapshot.index, snapshot.term, conf_state)
             self._last_index = max(self._last_index, snapshot.index)
 
     def release_before(self, index: int) -> None:
@@ -407,6 +404,8 @@ class WAL:
         self._crc = crc
 
     def _sync(self, path: str) -> None:
+        assert self._fd >= 0
+        assert self._failed is None
         try:
             self._disk.fdatasync(self._fd)
         except OSError as exc:
@@ -417,6 +416,8 @@ class WAL:
 
     def _undo_write(self, path: str, size: int, error: StorageError) -> None:
         """Zero what a failed write may have left, so the file is as before; else stop."""
+        assert size > 0
+        assert self._offset >= self._header_end
         try:
             file_size = os.fstat(self._fd).st_size
             end = min(self._offset + size, file_size)
@@ -437,6 +438,8 @@ class WAL:
 
     def _start_segment(self, seq: int, first_index: int) -> None:
         """Prepare segment `seq` as a temp file, rename it into place, make it the last one."""
+        assert seq == (self._segments[-1].seq + 1 if self._segments else 0)
+        assert first_index >= 1
         header = wal_pb2.SegmentHeader(
             version=FRAMING_VERSION, seq=seq, first_index=first_index, prev_crc=self._crc
         )
@@ -505,6 +508,21 @@ class WAL:
                 self._fd = -1
                 raise storage_error(path, exc) from exc
         assert self._header_end <= self._offset
+
+
+def _make_dirs(dirpath: str, disk: Disk) -> None:
+    """Create `dirpath` and missing parents, fsyncing each parent so the new entries last."""
+    missing: list[str] = []
+    path = os.path.abspath(dirpath)
+    while not os.path.isdir(path) and len(missing) < 64:  # bounded by the path's depth
+        missing.append(path)
+        path = os.path.dirname(path)
+    try:
+        os.makedirs(dirpath, exist_ok=True)
+        for created in reversed(missing):
+            disk.fsync_dir(os.path.dirname(created))
+    except OSError as exc:
+        raise storage_error(dirpath, exc) from exc
 
 
 def _check_segment_size(segment_size_bytes: int) -> None:
