@@ -120,7 +120,14 @@ class KVService:
 
     def methods(self) -> list[Method]:
         return [
-            Method(SERVICE, "Range", Kind.UNARY, rpc_pb2.RangeRequest, rpc_pb2.RangeResponse, self.range),
+            Method(
+                SERVICE,
+                "Range",
+                Kind.UNARY,
+                rpc_pb2.RangeRequest,
+                rpc_pb2.RangeResponse,
+                self.range,
+            ),
             Method(SERVICE, "Put", Kind.UNARY, rpc_pb2.PutRequest, rpc_pb2.PutResponse, self.put),
             Method(
                 SERVICE,

@@ -52,9 +52,7 @@ class MaintenanceService:
         value = server.store.hash()
         return rpc_pb2.HashResponse(header=server.header(), hash=value)
 
-    async def hash_kv(
-        self, req: rpc_pb2.HashKVRequest, ctx: CallContext
-    ) -> rpc_pb2.HashKVResponse:
+    async def hash_kv(self, req: rpc_pb2.HashKVRequest, ctx: CallContext) -> rpc_pb2.HashKVResponse:
         server = self.server
         value, compact_revision, _revision = server.store.hash_kv(req.revision)
         return rpc_pb2.HashKVResponse(

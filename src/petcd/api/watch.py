@@ -37,9 +37,9 @@ FRAGMENT_OVERHEAD_BYTES = 512 * 1024
 class WatchService:
     def __init__(self, server: EtcdServer) -> None:
         self.server = server
-        self.progress_interval_s = float(
-            server.config.experimental_watch_progress_notify_interval
-        ) or 600.0
+        self.progress_interval_s = (
+            float(server.config.experimental_watch_progress_notify_interval) or 600.0
+        )
         self.fragment_bytes = int(server.config.max_request_bytes) + FRAGMENT_OVERHEAD_BYTES
 
     async def watch(
@@ -146,9 +146,7 @@ class _Session:
             self.fragment.discard(watch_id)
             self.progress_notify.discard(watch_id)
             self.control.append(
-                rpc_pb2.WatchResponse(
-                    header=self.server.header(), watch_id=watch_id, canceled=True
-                )
+                rpc_pb2.WatchResponse(header=self.server.header(), watch_id=watch_id, canceled=True)
             )
 
     async def run(self, reader: asyncio.Task[None]) -> None:
@@ -206,11 +204,11 @@ class _Session:
             return
         self.sent_since_progress.add(watch_id)
         response = rpc_pb2.WatchResponse(header=header, watch_id=watch_id, events=batch.events)
-        if watch_id in self.fragment and len(batch.events) > 1:
-            if response.ByteSize() >= self.service.fragment_bytes:
-                for part in _fragments(response, self.service.fragment_bytes):
-                    await self.send(part)
-                return
+        limit = self.service.fragment_bytes
+        if watch_id in self.fragment and len(batch.events) > 1 and response.ByteSize() >= limit:
+            for part in _fragments(response, limit):
+                await self.send(part)
+            return
         await self.send(response)
 
     async def _progress_notify(self) -> None:

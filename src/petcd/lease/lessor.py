@@ -236,7 +236,8 @@ class Lessor:
         if lease.expiry == FOREVER:
             remaining = lease.remaining_ttl_s or lease.ttl_s
         else:
-            remaining = max(0, math.ceil(lease.expiry - self._clock()))
+            # etcd truncates: a lease granted 100 s ago reports 99 right after the grant.
+            remaining = max(0, int(lease.expiry - self._clock()))
         return remaining, lease.ttl_s, sorted(lease.keys)
 
     def ids(self) -> Iterable[int]:

@@ -146,7 +146,9 @@ class RaftCluster:
         kind = cc.type
         if kind in (raft_pb2.CONF_CHANGE_ADD_NODE, raft_pb2.CONF_CHANGE_ADD_LEARNER_NODE):
             assert ctx is not None, "add conf changes carry the member"
-            if ctx.is_promote or (cc.node_id in self.members and kind == raft_pb2.CONF_CHANGE_ADD_NODE):
+            if ctx.is_promote or (
+                cc.node_id in self.members and kind == raft_pb2.CONF_CHANGE_ADD_NODE
+            ):
                 record = self.members.get(cc.node_id)
                 if record is None:
                     return None

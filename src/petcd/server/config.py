@@ -319,7 +319,9 @@ def validate(config: ServerConfig) -> None:
             f"--heartbeat-interval[{heartbeat}ms]"
         )
     if election > MAX_ELECTION_TIMEOUT_MS:
-        raise ConfigError(f"--election-timeout[{election}ms] is too long, and should be set less than 50000ms")
+        raise ConfigError(
+            f"--election-timeout[{election}ms] is too long, and should be set less than 50000ms"
+        )
     if config.initial_cluster_state not in ("new", "existing"):
         raise ConfigError(f"invalid --initial-cluster-state {config.initial_cluster_state!r}")
     if config.auto_compaction_mode not in ("periodic", "revision"):

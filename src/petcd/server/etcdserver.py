@@ -45,7 +45,7 @@ from petcd.raft import Config as RaftConfig
 from petcd.raft import Peer, RawNode, StateType
 from petcd.server import idutil
 from petcd.server.alarms import AlarmStore
-from petcd.server.apply import Applier, AppliedBatch
+from petcd.server.apply import AppliedBatch, Applier
 from petcd.server.config import ServerConfig
 from petcd.server.storage import Paths, RaftState, create_raft_state, open_raft_state
 from petcd.wal import DirLock, Snapshotter, WalSnapshot
@@ -262,8 +262,9 @@ class EtcdServer:
 
     def _campaign_now(self) -> None:
         if self._campaign_pending and self.raft_state != StateType.LEADER:
-            self._campaign_pending = False
             self.node.campaign()
+            # Refused while bootstrap conf changes are unapplied: retried after the next apply.
+            self._campaign_pending = self.node.state == StateType.FOLLOWER
             self._wake.set()
 
     async def stop(self) -> None:
@@ -512,6 +513,8 @@ class EtcdServer:
         if not leader and rd.messages:
             self.transport.send(rd.messages)
         self.node.advance(rd)
+        if self._campaign_pending:
+            self._campaign_now()
         self._maybe_snapshot()
 
     def _on_soft_state(self, soft: Any) -> None:
@@ -554,8 +557,6 @@ class EtcdServer:
             self._on_conf_change(cc)
         if self._applied_waiters:
             self._notify_applied()
-        if self._campaign_pending:
-            self._campaign_now()
         if self.applier.compacted:
             self.applier.compacted = False
             self._compaction_event.set()
@@ -804,7 +805,8 @@ class EtcdServer:
             self.node.propose_conf_change(cc)
         except errors.ProposalDroppedError:
             self._waiters.pop(cc.id, None)
-            raise errors.NoLeaderError() if self.leader_id == 0 else errors.UnhealthyError()
+            error = errors.NoLeaderError() if self.leader_id == 0 else errors.UnhealthyError()
+            raise error from None
         self._wake.set()
         members: list[rpc_pb2.Member] = await future
         return members
