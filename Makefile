@@ -58,6 +58,7 @@ bench: $(TEST_STAMP) system-deps
 robustness: $(TEST_STAMP) system-deps
 	$(PY) -m petcd.raft.sim --seeds 5000
 	$(VENV)/bin/pytest -q -m slow --timeout 3600 tests/robustness
+	PETCD_WAL_CRASH_ROUNDS=2000 $(VENV)/bin/pytest -q --timeout 3600 tests/wal/test_crash.py
 
 proto: $(TEST_STAMP)
 	PY=$(PY) scripts/genproto.sh

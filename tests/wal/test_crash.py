@@ -28,7 +28,7 @@ from tests.wal.crash_child import SEGMENT_BYTES, Op, Start, plan
 
 CHILD = str(pathlib.Path(__file__).with_name("crash_child.py"))
 SEED = 20240611
-ROUNDS = 36
+ROUNDS = int(os.environ.get("PETCD_WAL_CRASH_ROUNDS", "36"))  # more: a longer hunt
 ACKS_BEFORE_KILL_MAX = 30
 
 View = tuple[tuple[int, int, int], tuple[int, int] | None, list[tuple[int, int, bytes]]]
