@@ -184,3 +184,11 @@ def test_a_second_segment_header_is_corruption() -> None:
     with pytest.raises(CorruptFileError) as info:
         scan_segment(PATH, data, last=True)
     assert info.value.offset == USED
+
+
+def test_an_undecodable_segment_header_is_corruption() -> None:
+    data, _ = frame([(RECORD_SEGMENT, b"\xff\xff\xff")], 0)
+    with pytest.raises(CorruptFileError) as info:
+        scan_segment(PATH, data + bytes(64), last=True)
+    assert info.value.offset == 0
+    assert "undecodable" in info.value.reason

@@ -48,6 +48,8 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
+
 from petcd.errors import CorruptFileError
 from petcd.pb import wal_pb2
 
@@ -196,7 +198,10 @@ def _finish(path: str, records: list[Record], end: int, crc: int, torn_end: int)
         raise CorruptFileError(path, 0, "no segment header record")
     assert records[0].type == RECORD_SEGMENT
     assert torn_end >= end
-    header = wal_pb2.SegmentHeader.FromString(records[0].payload)
+    try:
+        header = wal_pb2.SegmentHeader.FromString(records[0].payload)
+    except DecodeError as exc:
+        raise CorruptFileError(path, 0, f"undecodable segment header: {exc}") from exc
     if header.version != FRAMING_VERSION:
         raise CorruptFileError(path, 0, f"unknown framing version {header.version}")
     return SegmentScan(header, records[1:], end, crc, torn_end)
