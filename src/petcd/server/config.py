@@ -125,6 +125,12 @@ FLAGS: tuple[Flag, ...] = (
     Flag("auto-compaction-mode", "periodic", _str, "'periodic' or 'revision'."),
     Flag("auto-compaction-retention", "0", _str, "Auto compaction retention (0 is off)."),
     Flag("force-new-cluster", False, parse_bool, "Force a new single-member cluster."),
+    Flag(
+        "auto-compaction-revision-interval",
+        "5m",
+        parse_duration_s,
+        "petcd: how often revision-mode auto compaction runs (etcd: fixed 5m).",
+    ),
     # security
     Flag("cert-file", "", _str, "Client server TLS certificate file."),
     Flag("key-file", "", _str, "Client server TLS key file."),
@@ -334,6 +340,9 @@ def validate(config: ServerConfig) -> None:
         raise ConfigError("--snapshot-count must be positive")
     if config.grpc_frontend not in ("grpcio", "native"):
         raise ConfigError(f"invalid --grpc-frontend {config.grpc_frontend!r}")
+    from petcd.server.compactor import parse_retention
+
+    parse_retention(str(config.auto_compaction_mode), str(config.auto_compaction_retention))
     names = config.initial_cluster_map()
     if config.name not in names:
         raise ConfigError(

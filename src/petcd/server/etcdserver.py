@@ -46,6 +46,7 @@ from petcd.raft import Peer, RawNode, StateType
 from petcd.server import idutil
 from petcd.server.alarms import AlarmStore
 from petcd.server.apply import AppliedBatch, Applier
+from petcd.server.compactor import Compactor, parse_retention
 from petcd.server.config import ServerConfig
 from petcd.server.storage import Paths, RaftState, create_raft_state, open_raft_state
 from petcd.wal import DirLock, Snapshotter, WalSnapshot
@@ -153,11 +154,39 @@ class EtcdServer:
             asyncio.create_task(self._housekeeping(), name="housekeeping"),
             asyncio.create_task(self._compaction_loop(), name="compaction"),
         ]
+        self._start_compactor()
         self._kick_off_election()
         log.info(
             "petcd member started",
             extra={"member_id": f"{self.member_id:x}", "cluster_id": f"{self.cluster_id:x}"},
         )
+
+    def _start_compactor(self) -> None:
+        cfg = self.config
+        mode = str(cfg.auto_compaction_mode)
+        retention = parse_retention(mode, str(cfg.auto_compaction_retention))
+        if retention <= 0:
+            return
+        loop = self._loop
+        assert loop is not None
+
+        async def compact(revision: int) -> None:
+            await self.propose(
+                internal_pb2.InternalRaftRequest(
+                    compaction=rpc_pb2.CompactionRequest(revision=revision)
+                )
+            )
+
+        compactor = Compactor(
+            mode,
+            retention,
+            current_revision=lambda: self.store.current_revision,
+            is_leader=lambda: self.is_leader,
+            compact=compact,
+            clock=loop.time,
+            revision_interval_s=float(cfg.auto_compaction_revision_interval),
+        )
+        self._tasks.append(loop.create_task(compactor.run(), name="auto-compactor"))
 
     def _open_storage(self) -> None:
         cfg = self.config
