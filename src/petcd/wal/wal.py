@@ -455,7 +455,7 @@ class WAL:
         self._fd = fd
         self._offset = self._header_end = len(data)
         self._crc = crc
-        assert self._offset <= self._segment_size_bytes
+        assert self._segments[-1].seq == seq
 
     def _write_new_file(self, path: str, data: bytes) -> int:
         """Create `path` atomically with `data` at its start, preallocated; return a write fd."""
