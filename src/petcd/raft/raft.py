@@ -253,9 +253,33 @@ class Raft:
                 raise RaftConfigError(
                     f"raft: applied {c.applied} is beyond committed {self.raft_log.committed}"
                 )
+            self._replay_conf_changes(c.applied)
             self.raft_log.applied_to(c.applied)
         self.become_follower(self.term, 0)
         assert self.state == StateType.FOLLOWER and self.lead == 0
+
+    def _replay_conf_changes(self, applied: int) -> None:
+        """Rebuild the configuration from the conf changes in the log up to `applied`.
+
+        The stored ConfState is the snapshot's; conf changes applied after the snapshot are in
+        the log but will not be handed out again (they are applied), so we apply them here.
+        """
+        log = self.raft_log
+        lo = log.first_index()
+        hi = applied + 1
+        budget = (hi - lo) // _CONF_SCAN_PAGE + 2
+        while lo < hi and budget > 0:
+            budget -= 1
+            ents = log.slice(lo, min(hi, lo + _CONF_SCAN_PAGE), NO_LIMIT)
+            for e in ents:
+                if e.type == ENTRY_NORMAL:
+                    continue
+                try:
+                    self.apply_conf_change(decode_conf_change(e.type, e.data))
+                except (ConfChangeError, ValueError):
+                    pass  # refused when first applied too, on every member
+            lo += len(ents)
+        assert lo >= hi, "conf change replay ran out of budget"
 
     # --- small accessors -----------------------------------------------------------------------
 
@@ -529,8 +553,11 @@ class Raft:
         elif term > self.term:
             if t in (MSG_VOTE, MSG_PRE_VOTE):
                 force = m.context == CAMPAIGN_TRANSFER
+                # Pre-vote includes the lease check (thesis §9.6); with check-quorum real votes
+                # do too (etcd). Without check-quorum a real vote must not be ignored: a leader
+                # that lost its quorum would never step down and could wedge the cluster.
                 in_lease = (
-                    self.check_quorum
+                    (self.check_quorum or t == MSG_PRE_VOTE)
                     and self.lead != 0
                     and self.election_elapsed < self.election_timeout
                 )

@@ -30,7 +30,9 @@ Persistence rules:
    `ready()` must not be called again before that. Between the two, tick/step/propose may be
    called; what they produce comes out in the next Ready.
 5. On restart the caller builds a MemoryStorage from what it persisted and passes the last
-   applied index as Config.applied; whatever was not persisted is lost.
+   applied index as Config.applied; whatever was not persisted is lost. Raft rebuilds its
+   configuration from the snapshot's ConfState plus the conf change entries in the log up to
+   Config.applied (they are not handed out again); later ones come out as committed entries.
 
 `step()` takes ownership of the message it is given (it may keep references to its entries)
 and never raises on bad remote input: messages of local types, responses from members it does
