@@ -27,6 +27,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol
 
@@ -38,6 +39,11 @@ START_TIMEOUT_S = 30.0
 STOP_GRACE_S = 10.0
 PORT_RETRIES_MAX = 4
 _LIVE: dict[int, subprocess.Popen[bytes]] = {}
+_AUTH_REFUSALS = (
+    grpc.StatusCode.INVALID_ARGUMENT,  # etcdserver: user name is empty
+    grpc.StatusCode.UNAUTHENTICATED,  # etcdserver: invalid auth token
+    grpc.StatusCode.PERMISSION_DENIED,
+)
 
 
 def _distro_bin(name: str) -> str | None:
@@ -97,20 +103,56 @@ def wait_for(
         time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
 
 
-def answers_linearizable_read(endpoint: str, timeout: float = 1.0) -> bool:
+@dataclass(slots=True, frozen=True)
+class TLSFiles:
+    """PEM files for TLS on a server's client port.
+
+    The server presents `cert_file`/`key_file`; clients verify it with `ca_file`. With
+    `client_cert_auth` the server also demands a client certificate signed by `ca_file`, and
+    the readiness probe presents `client_cert_file`/`client_key_file`.
+    """
+
+    cert_file: str
+    key_file: str
+    ca_file: str
+    client_cert_auth: bool = False
+    client_cert_file: str | None = None
+    client_key_file: str | None = None
+
+
+def _channel(endpoint: str, tls: TLSFiles | None) -> grpc.Channel:
+    if tls is None:
+        return grpc.insecure_channel(endpoint)
+    ca = pathlib.Path(tls.ca_file).read_bytes()
+    cert = pathlib.Path(tls.client_cert_file).read_bytes() if tls.client_cert_file else None
+    key = pathlib.Path(tls.client_key_file).read_bytes() if tls.client_key_file else None
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=ca, private_key=key, certificate_chain=cert
+    )
+    return grpc.secure_channel(endpoint, credentials)
+
+
+def answers_linearizable_read(
+    endpoint: str, timeout: float = 1.0, tls: TLSFiles | None = None
+) -> bool:
     """True when the server at `endpoint` serves a linearizable Range (it has a leader)."""
     assert timeout > 0
-    with grpc.insecure_channel(endpoint) as channel:
+    with _channel(endpoint, tls) as channel:
         stub = rpc_pb2_grpc.KVStub(channel)  # type: ignore[no-untyped-call]
         try:
             stub.Range(rpc_pb2.RangeRequest(key=b"health", limit=1), timeout=timeout)
-        except grpc.RpcError:
-            return False
+        except grpc.RpcError as exc:
+            # With auth enabled an anonymous read is refused, but only after etcd obtained its
+            # read index, so the refusal proves a leader as well as an answer does.
+            return bool(exc.code() in _AUTH_REFUSALS and "etcdserver:" in (exc.details() or ""))
     return True
 
 
 def wait_serving(
-    endpoint: str, timeout: float = START_TIMEOUT_S, alive: Callable[[], bool] | None = None
+    endpoint: str,
+    timeout: float = START_TIMEOUT_S,
+    alive: Callable[[], bool] | None = None,
+    tls: TLSFiles | None = None,
 ) -> None:
     """Wait until `endpoint` answers a linearizable read; stop early if `alive()` turns false."""
     assert timeout > 0
@@ -119,7 +161,7 @@ def wait_serving(
         if alive is not None and not alive():
             raise RuntimeError(f"server for {endpoint} exited before serving")
         if answers_linearizable_read(
-            endpoint, timeout=min(1.0, max(0.05, deadline - time.monotonic()))
+            endpoint, timeout=min(1.0, max(0.05, deadline - time.monotonic())), tls=tls
         ):
             return
         time.sleep(0.02)
@@ -169,9 +211,11 @@ class EtcdProcess:
         cluster_token: str = "petcd-test",
         extra_args: Sequence[str] = (),
         env: dict[str, str] | None = None,
+        tls: TLSFiles | None = None,
         start: bool = True,
         start_timeout: float = START_TIMEOUT_S,
     ) -> None:
+        self.tls = tls
         self.binary = require_binary(binary) if binary in ETCD_BINARIES else binary
         self.version = binary
         self._own_dir = data_dir is None
@@ -199,7 +243,8 @@ class EtcdProcess:
 
     @property
     def client_url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
@@ -240,8 +285,17 @@ class EtcdProcess:
             f"--initial-cluster={cluster}",
             f"--initial-cluster-token={self.cluster_token}",
             "--logger=zap",
+            *self._tls_args(),
             *self.extra_args,
         ]
+
+    def _tls_args(self) -> list[str]:
+        if self.tls is None:
+            return []
+        args = [f"--cert-file={self.tls.cert_file}", f"--key-file={self.tls.key_file}"]
+        if self.tls.client_cert_auth:
+            args += ["--client-cert-auth", f"--trusted-ca-file={self.tls.ca_file}"]
+        return args
 
     def launch(self) -> None:
         """Start the process without waiting for it to serve."""
@@ -267,7 +321,7 @@ class EtcdProcess:
 
     def wait_ready(self, timeout: float | None = None) -> None:
         """Wait until the member serves a linearizable read (raises if it exits first)."""
-        wait_serving(self.endpoint, timeout or self.start_timeout, alive=self.running)
+        wait_serving(self.endpoint, timeout or self.start_timeout, alive=self.running, tls=self.tls)
 
     def start(self) -> None:
         """Launch and wait until serving; on a lost port race pick new ports and try again."""

@@ -162,13 +162,13 @@ def txn_request(
     failure: Iterable[rpc_pb2.RequestOp] = (),
 ) -> rpc_pb2.TxnRequest:
     compares, then, otherwise = list(compare), list(success), list(failure)
-    for item in compares:
-        if not isinstance(item, rpc_pb2.Compare):
-            raise TypeError(f"compare must hold Compare messages, got {type(item).__name__}")
-    for item in then + otherwise:
-        if not isinstance(item, rpc_pb2.RequestOp):
+    for cmp in compares:
+        if not isinstance(cmp, rpc_pb2.Compare):
+            raise TypeError(f"compare must hold Compare messages, got {type(cmp).__name__}")
+    for op in then + otherwise:
+        if not isinstance(op, rpc_pb2.RequestOp):
             raise TypeError(
-                f"success/failure must hold RequestOp messages, got {type(item).__name__}"
+                f"success/failure must hold RequestOp messages, got {type(op).__name__}"
             )
     return rpc_pb2.TxnRequest(compare=compares, success=then, failure=otherwise)
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import collections
 import enum
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -204,10 +205,22 @@ class WatchDemux:
         return deliveries
 
 
+# etcd 3.5.1 puts a gRPC status error's full text in cancel_reason, e.g.
+# "rpc error: code = PermissionDenied desc = etcdserver: permission denied" (observed).
+_STATUS_TEXT = re.compile(r"^rpc error: code = (\w+) desc = (.*)$", re.DOTALL)
+_CODE_BY_NAME = {code.name.replace("_", "").lower(): code for code in errors.GrpcCode}
+
+
 def _cancel_error(response: rpc_pb2.WatchResponse) -> errors.PetcdError:
     """The error a cancelled watch ends with (compaction or the server's cancel_reason)."""
     if response.compact_revision and not response.cancel_reason:
         return errors.CompactedError()
     reason = response.cancel_reason or "etcdserver: watch canceled"
-    error = errors.from_status(errors.GrpcCode.UNKNOWN, reason)
+    code = errors.GrpcCode.UNKNOWN
+    match = _STATUS_TEXT.match(reason)
+    if match is not None:
+        code = _CODE_BY_NAME.get(match.group(1).lower(), errors.GrpcCode.UNKNOWN)
+        reason = match.group(2)
+    error = errors.from_status(code, reason)
+    assert error.message == reason
     return error
