@@ -20,7 +20,9 @@ class AuthService:
     async def status(
         self, req: rpc_pb2.AuthStatusRequest, ctx: CallContext
     ) -> rpc_pb2.AuthStatusResponse:
-        return rpc_pb2.AuthStatusResponse(header=self.server.header(), enabled=False)
+        return rpc_pb2.AuthStatusResponse(
+            header=self.server.header(), enabled=False, authRevision=1
+        )
 
     async def authenticate(
         self, req: rpc_pb2.AuthenticateRequest, ctx: CallContext

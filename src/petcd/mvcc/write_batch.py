@@ -81,6 +81,11 @@ class WriteBatch:
         self._txn = backend.begin_write()
         self._open = True
 
+    @property
+    def revision(self) -> int:
+        """The store's revision including this batch's uncommitted writes."""
+        return self._store._rev
+
     # --- single requests ---------------------------------------------------------------------
 
     def put(self, req: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:

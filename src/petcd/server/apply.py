@@ -145,7 +145,7 @@ class Applier:
         compaction = batch.compact(req.revision)
         self.compacted = True
         response = rpc_pb2.CompactionResponse()
-        response.header.revision = self.store.current_revision
+        response.header.revision = batch.revision
         return (response, compaction)
 
     # --- leases ----------------------------------------------------------------------------
@@ -154,21 +154,21 @@ class Applier:
         self._check_writable(True)
         lease = self.lessor.grant(batch, req.ID, req.TTL)
         response = rpc_pb2.LeaseGrantResponse(ID=lease.id, TTL=lease.ttl_s)
-        response.header.revision = self.store.current_revision
+        response.header.revision = batch.revision
         return response
 
     def _lease_revoke(self, batch: Any, req: rpc_pb2.LeaseRevokeRequest) -> Result:
         self._check_writable(False)
         self.lessor.revoke(batch, req.ID)
         response = rpc_pb2.LeaseRevokeResponse()
-        response.header.revision = self.store.current_revision
+        response.header.revision = batch.revision
         return response
 
     def _lease_checkpoint(self, batch: Any, req: rpc_pb2.LeaseCheckpointRequest) -> Result:
         for checkpoint in req.checkpoints:
             self.lessor.checkpoint(batch, checkpoint.ID, checkpoint.remaining_TTL)
         response = rpc_pb2.LeaseCheckpointResponse()
-        response.header.revision = self.store.current_revision
+        response.header.revision = batch.revision
         return response
 
     # --- alarms and cluster ----------------------------------------------------------------
@@ -184,7 +184,7 @@ class Applier:
             removed = self.alarms.deactivate(batch, req.memberID, req.alarm)
             if removed is not None:
                 response.alarms.append(removed)
-        response.header.revision = self.store.current_revision
+        response.header.revision = batch.revision
         return response
 
     def _member_attributes(

@@ -529,7 +529,7 @@ class EtcdServer:
         saving = None
         if rd.hard_state is not None or rd.entries:
             saving = loop.run_in_executor(
-                self._wal_executor, self.wal.save, rd.hard_state, rd.entries
+                self._wal_executor, self.wal.save, rd.hard_state, rd.entries, rd.must_sync
             )
         if rd.committed_entries:
             self._apply(rd.committed_entries)

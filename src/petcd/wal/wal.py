@@ -293,12 +293,18 @@ class WAL:
     # --- writing -------------------------------------------------------------------------
 
     def save(
-        self, hard_state: raft_pb2.HardState | None, entries: Sequence[raft_pb2.Entry]
+        self,
+        hard_state: raft_pb2.HardState | None,
+        entries: Sequence[raft_pb2.Entry],
+        sync: bool = True,
     ) -> None:
         """Append entries then the hard state: one write, one fdatasync. Durable on return.
 
         Entries start at most one past the last index; starting lower replaces the log from
         there on (raft's conflicting tail). An empty hard state and no entries is a no-op.
+        `sync=False` (raft's `must_sync` is false: only the commit index moved) skips the
+        fdatasync; the next synced save makes it durable, and losing it loses nothing raft
+        cannot recompute.
         """
         has_state = hard_state is not None and not hard_state_is_empty(hard_state)
         if not entries and not has_state:
@@ -316,7 +322,7 @@ class WAL:
                 assert entries[0].index <= self._last_index + 1, (
                     f"gap: entries start at {entries[0].index}, log ends at {self._last_index}"
                 )
-            self._append(records)
+            self._append(records, sync=sync or bool(entries))
             if entries:
                 last = entries[-1].index
                 self._last_index = last
@@ -384,7 +390,7 @@ class WAL:
         if self._failed is not None:
             raise WalFailedError(self.dirpath, self._failed.message)
 
-    def _append(self, records: list[tuple[int, bytes]]) -> None:
+    def _append(self, records: list[tuple[int, bytes]], sync: bool = True) -> None:
         """Write records at the end of the log, cutting a new segment first if they don't fit."""
         size = sum(framed_bytes(len(payload)) for _, payload in records)
         has_log_records = self._offset > self._header_end
@@ -399,7 +405,8 @@ class WAL:
             error = storage_error(path, exc)
             self._undo_write(path, len(data), error)
             raise error from exc
-        self._sync(path)
+        if sync:
+            self._sync(path)
         self._offset += size
         self._crc = crc
 
