@@ -40,6 +40,7 @@ Invariants (asserted where they are established):
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import random
@@ -274,10 +275,9 @@ class Raft:
             for e in ents:
                 if e.type == ENTRY_NORMAL:
                     continue
-                try:
+                # A change refused when first applied is refused again, on every member.
+                with contextlib.suppress(ConfChangeError, ValueError):
                     self.apply_conf_change(decode_conf_change(e.type, e.data))
-                except (ConfChangeError, ValueError):
-                    pass  # refused when first applied too, on every member
             lo += len(ents)
         assert lo >= hi, "conf change replay ran out of budget"
 

@@ -202,8 +202,8 @@ class RawNode:
         t = m.type
         if t in LOCAL_MSGS:
             return
-        if m.to != r.id or m.from_ == 0:
-            return
+        if m.to != r.id or m.from_ == 0 or m.from_ == r.id:
+            return  # misrouted, anonymous, or pretending to come from ourselves
         if m.term == 0 and t != MSG_PROP and t != MSG_READ_INDEX:
             return
         if t in RESPONSE_MSGS and m.from_ not in r.trk.progress:
