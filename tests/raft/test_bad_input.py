@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -175,7 +177,7 @@ def test_random_messages_never_break_invariants(msgs: list[tuple]) -> None:  # t
         assert log.committed >= committed_before[i]
         assert log.applied <= log.committed <= log.last_index()
         ents = log.all_entries()
-        assert all(b.index == a.index + 1 and b.term >= a.term for a, b in zip(ents, ents[1:]))
+        assert all(b.index == a.index + 1 and b.term >= a.term for a, b in itertools.pairwise(ents))
         # Committed entries never changed.
         assert [e.data for e in ents[: committed_before[i] - log.first_index() + 1]] == [
             e.data for e in c.log_of(3)[: committed_before[i] - log.first_index() + 1]

@@ -64,7 +64,7 @@ def test_memory_storage_apply_snapshot() -> None:
     )
     s.apply_snapshot(snap)
     assert (s.first_index(), s.last_index(), s.term(10)) == (11, 10, 4)
-    hs, cs = s.initial_state()
+    _hs, cs = s.initial_state()
     assert list(cs.voters) == [1, 2]
     with pytest.raises(SnapshotOutOfDateError):
         s.apply_snapshot(snap)
