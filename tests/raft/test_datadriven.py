@@ -82,7 +82,7 @@ class Scenario:
         self.c.out.clear()
         return ["ok"]
 
-    def _traced(self, fn: Callable[[], None]) -> list[str]:
+    def _traced(self, fn: Callable[[], object]) -> list[str]:
         c = self.cluster
         c.out.clear()
         fn()
@@ -134,10 +134,10 @@ class Scenario:
         return self._traced(lambda: self.cluster.stabilize(ids))
 
     def cmd_deliver_msgs(self, args: list[str]) -> list[str]:
-        return self._traced(lambda: [self.cluster.deliver(int(args[0]))] and None)
+        return self._traced(lambda: self.cluster.deliver(int(args[0])))
 
     def cmd_process_ready(self, args: list[str]) -> list[str]:
-        return self._traced(lambda: [self.cluster.process(int(args[0]))] and None)
+        return self._traced(lambda: self.cluster.process(int(args[0])))
 
     def cmd_read_index(self, args: list[str]) -> list[str]:
         return self._traced(lambda: self.cluster.node(int(args[0])).read_index(args[1].encode()))
