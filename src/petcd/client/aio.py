@@ -55,7 +55,10 @@ class AsyncClient:
         username: str | None = None,
         password: str | None = None,
         tls: tp.TLSConfig | None = None,
+        *,
+        channel_options: Sequence[tuple[str, Any]] = (),
     ) -> None:
+        """`channel_options` are extra grpc channel arguments (e.g. a private connection)."""
         assert timeout > 0, "timeout must be positive"
         parsed, secure = tp.parse_endpoints(
             endpoints if isinstance(endpoints, str) else list(endpoints)
@@ -66,6 +69,7 @@ class AsyncClient:
         self.timeout = timeout
         self._tls = tls if tls is not None else (tp.TLSConfig() if secure else None)
         self._username = username
+        self._channel_options = list(channel_options)
         self._password = password
         self._token: str | None = None
         self.metadata: tuple[tuple[str, str], ...] | None = None
@@ -119,7 +123,7 @@ class AsyncClient:
         target = endpoint or self.endpoint
         channel = self._channels.get(target)
         if channel is None:
-            options = list(tp.CHANNEL_OPTIONS)
+            options = list(tp.CHANNEL_OPTIONS) + self._channel_options
             if self._tls is not None:
                 options += self._tls.channel_options()
                 channel = grpc.aio.secure_channel(target, self._tls.credentials(), options=options)
