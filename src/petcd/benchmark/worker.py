@@ -166,8 +166,8 @@ class Simple:
             )
         if config.op == "txn-put":
             self.revisions = await load_revisions(config, first)
-        for client in self.clients:
-            await client.status()  # connect every channel before the clock starts
+        for client in self.clients:  # connect every channel before the clock starts
+            await client.channel().channel_ready()
         if config.warmup:
             await drive(config, self.clients, config.warmup, self.op, None)
 
@@ -226,7 +226,7 @@ class WatchLoad:
     async def prepare(self) -> None:
         config = self.config
         for client in self.clients:
-            await client.status()
+            await client.channel().channel_ready()
         if config.warmup:  # before any watcher exists: these puts make no events
             await drive(config, self.clients, config.warmup, self.put, None)
         streams = [
