@@ -63,3 +63,19 @@ def test_checker_catches_two_leaders_in_a_term() -> None:
     checker.applied(1, 3, 2, b"x", b"h")
     with pytest.raises(Violation, match="state machine safety"):
         checker.applied(2, 3, 2, b"y", b"h")
+
+
+def test_failing_seed_prints_the_replay_command(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import petcd.raft.sim.__main__ as cli
+
+    def broken(seed: int, *args: object) -> None:
+        if seed == 2:
+            raise Violation("seed 2 at tick 1.0: election safety: term 3 has leaders 1 and 2")
+
+    monkeypatch.setattr(cli, "run_seed", broken)
+    assert cli.main(["--seeds", "3"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert "make simulate SEED=2" in "\n".join(out)
+    assert out[-1] == "simulated 3 seeds: 1 violations"
