@@ -112,7 +112,8 @@ class KVStore:
         self.index = KeyIndex()
         self._rev = 1
         self._committed_rev = 1
-        self._compact_rev = -1
+        self._compact_rev = -1  # includes a compaction scheduled in the open batch
+        self._committed_compact_rev = -1  # what readers outside the batch see
         self._consistent_index = 0
         self._consistent_term = 0
         self._compactions: deque[Compaction] = deque()
@@ -127,7 +128,7 @@ class KVStore:
 
     @property
     def compact_revision(self) -> int:
-        return self._compact_rev
+        return self._committed_compact_rev
 
     @property
     def consistent_index(self) -> int:
@@ -154,11 +155,13 @@ class KVStore:
                 packed = self._parse_stored(raw_rev, raw_kv, entries, multi, leases)
                 last_main = packed >> 33
         meta = self.backend.meta_db
-        scheduled = revision.main_from_bytes(txn.get(META_SCHEDULED_COMPACT, b"\0" * 8, db=meta))
-        finished = revision.main_from_bytes(txn.get(META_FINISHED_COMPACT, b"\0" * 8, db=meta))
+        raw_scheduled = txn.get(META_SCHEDULED_COMPACT, db=meta)
+        raw_finished = txn.get(META_FINISHED_COMPACT, db=meta)
+        scheduled = -1 if raw_scheduled is None else revision.main_from_bytes(raw_scheduled)
+        finished = -1 if raw_finished is None else revision.main_from_bytes(raw_finished)
         self.index = KeyIndex.from_entries(entries, multi)
         self._rev = self._committed_rev = max(1, last_main, scheduled, finished)
-        self._compact_rev = max(scheduled, finished) or -1
+        self._compact_rev = self._committed_compact_rev = max(scheduled, finished)
         self._consistent_index = _u64(txn.get(META_CONSISTENT_INDEX, db=meta))
         self._consistent_term = _u64(txn.get(META_TERM, db=meta))
         self._compactions.clear()
@@ -186,7 +189,11 @@ class KVStore:
         key = kv.key
         entry = entries.get(key)
         if entry is None:
-            entries[key] = packed
+            if packed & 1:  # a lone tombstone left by an unfinished compaction
+                entries[key] = [packed]
+                multi.add(key)
+            else:
+                entries[key] = packed
         elif type(entry) is int:
             entries[key] = [entry, packed]
             multi.add(key)
@@ -204,11 +211,13 @@ class KVStore:
         """A Range at the committed revision (header left for the caller to fill)."""
         return self._range(req, self._committed_rev, self.backend.reader())
 
-    def _check_read_rev(self, want: int, cur: int) -> int:
+    def _check_read_rev(self, want: int, cur: int, inside: bool) -> int:
+        """The revision a read at `want` uses; `inside` a batch, its compaction counts."""
         if want > cur:
             raise errors.FutureRevisionError()
         rev = cur if want <= 0 else want
-        if rev < self._compact_rev:
+        compact_rev = self._compact_rev if inside else self._committed_compact_rev
+        if rev < compact_rev:
             raise errors.CompactedError()
         return rev
 
@@ -218,8 +227,9 @@ class KVStore:
         cur: int,
         txn: Any,
         resp: rpc_pb2.RangeResponse | None = None,
+        inside: bool = False,
     ) -> rpc_pb2.RangeResponse:
-        rev = self._check_read_rev(req.revision, cur)
+        rev = self._check_read_rev(req.revision, cur, inside)
         if resp is None:
             resp = rpc_pb2.RangeResponse()
         key = req.key
@@ -296,7 +306,7 @@ class KVStore:
         cur = self._committed_rev
         txn = self.backend.reader()
         path = self._txn_path(req, cur, txn)
-        self._check_ranges(req, path, 0, cur)
+        self._check_ranges(req, path, 0, cur, False)
         resp = rpc_pb2.TxnResponse()
         self._read_txn_ops(req, path, 0, cur, txn, resp)
         resp.header.revision = cur
@@ -325,16 +335,18 @@ class KVStore:
                 at = self._read_txn_ops(op.request_txn, path, at, cur, txn, inner)
         return at
 
-    def _check_ranges(self, req: rpc_pb2.TxnRequest, path: list[bool], at: int, cur: int) -> int:
+    def _check_ranges(
+        self, req: rpc_pb2.TxnRequest, path: list[bool], at: int, cur: int, inside: bool
+    ) -> int:
         """etcd's checkRequests(checkRange) along the path: future or compacted revisions."""
         succeeded = path[at]
         at += 1
         for op in req.success if succeeded else req.failure:
             which = op.WhichOneof("request")
             if which == "request_txn":
-                at = self._check_ranges(op.request_txn, path, at, cur)
+                at = self._check_ranges(op.request_txn, path, at, cur, inside)
             elif which == "request_range" and op.request_range.revision != 0:
-                self._check_read_rev(op.request_range.revision, cur)
+                self._check_read_rev(op.request_range.revision, cur, inside)
         return at
 
     # --- txn compares (all evaluated on the view before the txn, as etcd) -------------------
@@ -375,6 +387,7 @@ class KVStore:
         self._batch = None
         if committed:
             self._committed_rev = self._rev
+            self._committed_compact_rev = self._compact_rev
             for compaction in batch.compactions:
                 compaction.pending_keys = list(self.index.multi)
                 self._compactions.append(compaction)
@@ -472,7 +485,7 @@ class KVStore:
         physical compaction has gone.
         """
         cur = self._committed_rev
-        compact_rev = self._compact_rev
+        compact_rev = self._committed_compact_rev
         if rev > cur:
             raise errors.FutureRevisionError()
         if rev > 0 and rev < compact_rev:

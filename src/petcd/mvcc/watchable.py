@@ -92,27 +92,28 @@ class _WatcherGroup:
     __slots__ = ("points", "ranges", "size")
 
     def __init__(self) -> None:
-        self.points: dict[bytes, set[_Watcher]] = {}
-        self.ranges: dict[tuple[bytes, bytes], set[_Watcher]] = {}
+        # dicts used as ordered sets: delivery order is deterministic (replayable tests)
+        self.points: dict[bytes, dict[_Watcher, None]] = {}
+        self.ranges: dict[tuple[bytes, bytes], dict[_Watcher, None]] = {}
         self.size = 0
 
     def add(self, w: _Watcher) -> None:
         if w.end is None:
-            self.points.setdefault(w.key, set()).add(w)
+            self.points.setdefault(w.key, {})[w] = None
         else:
-            self.ranges.setdefault((w.key, w.end), set()).add(w)
+            self.ranges.setdefault((w.key, w.end), {})[w] = None
         self.size += 1
 
     def remove(self, w: _Watcher) -> None:
         if w.end is None:
             group = self.points[w.key]
-            group.remove(w)
+            del group[w]
             if not group:
                 del self.points[w.key]
         else:
             span = (w.key, w.end)
             group = self.ranges[span]
-            group.remove(w)
+            del group[w]
             if not group:
                 del self.ranges[span]
         self.size -= 1
@@ -232,8 +233,8 @@ class WatchableStore(KVStore):
 
     def __init__(self, backend: Backend, lease_hooks: LeaseHooks | None = None) -> None:
         self._synced = _WatcherGroup()
-        self._unsynced: set[_Watcher] = set()
-        self._victims: set[_Watcher] = set()
+        self._unsynced: dict[_Watcher, None] = {}  # ordered sets
+        self._victims: dict[_Watcher, None] = {}
         super().__init__(backend, lease_hooks)
 
     def new_watch_stream(
@@ -257,15 +258,15 @@ class WatchableStore(KVStore):
         else:
             w.min_rev = start_rev
             w.state = _UNSYNCED
-            self._unsynced.add(w)
+            self._unsynced[w] = None
 
     def _remove_watcher(self, w: _Watcher) -> None:
         if w.state == _SYNCED:
             self._synced.remove(w)
         elif w.state == _UNSYNCED:
-            self._unsynced.discard(w)
+            self._unsynced.pop(w, None)
         elif w.state == _VICTIM:
-            self._victims.discard(w)
+            self._victims.pop(w, None)
             w.held = None
         w.state = _GONE
 
@@ -314,11 +315,11 @@ class WatchableStore(KVStore):
         if w.state == _SYNCED:
             self._synced.remove(w)
         else:
-            self._unsynced.discard(w)
+            self._unsynced.pop(w, None)
         w.state = _VICTIM
         w.held = batch
         w.min_rev = next_rev
-        self._victims.add(w)
+        self._victims[w] = None
 
     # --- catching up -------------------------------------------------------------------------
 
@@ -333,10 +334,10 @@ class WatchableStore(KVStore):
         chosen = _WatcherGroup()
         for w in list(self._unsynced)[:max_watchers]:
             if w.min_rev > cur:  # after a restore to an older state
-                self._unsynced.discard(w)
+                self._unsynced.pop(w, None)
                 w.state = _SYNCED
                 self._synced.add(w)
-            elif w.min_rev < self._compact_rev:
+            elif w.min_rev < self._committed_compact_rev:
                 self._cancel_compacted(w)
             else:
                 chosen.add(w)
@@ -350,18 +351,18 @@ class WatchableStore(KVStore):
             if not w.stream._send(w.held):
                 continue
             w.held = None
-            self._victims.discard(w)
+            self._victims.pop(w, None)
             if w.min_rev > cur:
                 w.state = _SYNCED
                 self._synced.add(w)
             else:
                 w.state = _UNSYNCED
-                self._unsynced.add(w)
+                self._unsynced[w] = None
 
     def _cancel_compacted(self, w: _Watcher) -> None:
-        batch = WatchBatch(w.id, [], 0, compact_revision=self._compact_rev, canceled=True)
+        batch = WatchBatch(w.id, [], 0, compact_revision=self._committed_compact_rev, canceled=True)
         if w.stream._send(batch):
-            self._unsynced.discard(w)
+            self._unsynced.pop(w, None)
             w.state = _GONE
             w.stream._forget(w)
 
@@ -435,7 +436,7 @@ class WatchableStore(KVStore):
                 return
         w.min_rev = next_rev
         if next_rev > cur:
-            self._unsynced.discard(w)
+            self._unsynced.pop(w, None)
             w.state = _SYNCED
             self._synced.add(w)
 
@@ -448,7 +449,7 @@ class WatchableStore(KVStore):
             event.kv.mod_revision = rev
         else:
             event.kv.ParseFromString(raw)
-        if with_prev and rev - 1 >= self._compact_rev:
+        if with_prev and rev - 1 >= self._committed_compact_rev:
             prev = live_at(self.index.entries.get(key), rev - 1)
             if prev is not None:
                 prev_raw = self.backend.reader().get(
@@ -468,7 +469,7 @@ class WatchableStore(KVStore):
             self._synced.remove(w)
             w.min_rev = max(w.min_rev, seen + 1)  # it was sent everything up to `seen`
             w.state = _UNSYNCED
-            self._unsynced.add(w)
+            self._unsynced[w] = None
         assert self._synced.size == 0
 
 

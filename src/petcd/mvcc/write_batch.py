@@ -137,7 +137,7 @@ class WriteBatch:
         begin = store._rev
         path = store._txn_path(req, begin, self._txn)
         cost = self._check_puts(req, path, 0)[1]
-        store._check_ranges(req, path, 0, begin)
+        store._check_ranges(req, path, 0, begin, True)
         if cost > self._space_left:
             raise errors.NoSpaceError()
         resp = rpc_pb2.TxnResponse()
@@ -382,7 +382,7 @@ class WriteBatch:
             which = op.WhichOneof("request")
             if which == "request_range":
                 view = rev if changes else begin
-                self._store._range(op.request_range, view, self._txn, out.response_range)
+                self._store._range(op.request_range, view, self._txn, out.response_range, True)
                 out.response_range.header.revision = view
             elif which == "request_put":
                 put = op.request_put
