@@ -1,0 +1,199 @@
+"""The LMDB backend: named databases, raw access, sizes, consistent copies while serving,
+online defragmentation, restore from a snapshot, the quota and a full map, corrupt files."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import threading
+
+import lmdb
+import pytest
+
+from petcd import errors
+from petcd.mvcc import DB_NAMES, Backend, WatchableStore
+from petcd.pb import rpc_pb2 as rpc
+from tests.mvcc.test_kv import put
+
+
+def fill(store: WatchableStore, n: int, value: bytes = b"v" * 100, prefix: bytes = b"key") -> None:
+    for start in range(0, n, 1000):
+        b = store.write_batch()
+        for i in range(start, min(n, start + 1000)):
+            b.put(rpc.PutRequest(key=prefix + b"%06d" % i, value=value))
+        b.commit()
+
+
+def all_kvs(store: WatchableStore) -> list[tuple[bytes, bytes, int]]:
+    resp = store.range(rpc.RangeRequest(key=b"\x00", range_end=b"\x00"))
+    return [(kv.key, kv.value, kv.mod_revision) for kv in resp.kvs]
+
+
+def test_named_databases_and_raw_access(db_path: str) -> None:
+    backend = Backend(db_path)
+    store = WatchableStore(backend)
+    assert set(backend.dbs) == set(DB_NAMES)
+    b = store.write_batch()
+    b.put_raw("members", b"m1", b"one")
+    b.put_raw("alarm", b"a1", b"NOSPACE")
+    assert b.get_raw("members", b"m1") == b"one"  # the batch sees its own writes
+    assert backend.get_raw("members", b"m1") is None  # readers do not, until commit
+    b.commit()
+    b = store.write_batch()
+    b.delete_raw("alarm", b"a1")
+    b.commit()
+    assert backend.get_raw("members", b"m1") == b"one"
+    assert backend.items_raw("alarm") == []
+    assert backend.size_bytes() >= backend.size_in_use_bytes() > 0
+    backend.close()
+
+
+def test_sync_runs_in_a_worker_thread_while_writing(store: WatchableStore) -> None:
+    done = threading.Event()
+
+    def syncer() -> None:
+        for _ in range(20):
+            store.backend.sync()
+        done.set()
+
+    thread = threading.Thread(target=syncer)
+    thread.start()
+    for i in range(50):
+        put(store, b"k%d" % i)
+    thread.join(timeout=30)
+    assert done.is_set()
+    assert store.current_revision == 51
+
+
+def test_copy_defrag_swap_keeps_every_write(db_path: str, tmp_path: pathlib.Path) -> None:
+    backend = Backend(db_path)
+    store = WatchableStore(backend)
+    fill(store, 20000)
+    b = store.write_batch()
+    b.delete_range(rpc.DeleteRangeRequest(key=b"key001000", range_end=b"key020000"))
+    b.compact(store.current_revision + 1)
+    b.commit()
+    while store.compaction_step(max_keys=5000):
+        pass
+    size_before = backend.size_bytes()
+    copy = str(tmp_path / "defrag.db")
+    result: list[object] = []
+    thread = threading.Thread(target=lambda: result.append(backend.copy_to(copy)))
+    thread.start()
+    fill(store, 300, b"during", prefix=b"new")  # writes while the copy runs
+    thread.join(timeout=60)
+    assert result, "copy did not finish"
+    b = store.write_batch()  # and after it, before the swap
+    b.put(rpc.PutRequest(key=b"after", value=b"x"))
+    b.put_raw("members", b"m", b"after-copy")
+    b.set_consistent_index(99, 3)
+    b.commit()
+    expected = all_kvs(store)
+    hash_kv = store.hash_kv(0)
+    store.defrag_swap(copy)
+    assert not os.path.exists(copy)
+    assert backend.size_bytes() < size_before / 2
+    assert all_kvs(store) == expected
+    assert store.hash_kv(0) == hash_kv
+    assert backend.get_raw("members", b"m") == b"after-copy"
+    put(store, b"later")  # still writable after the swap
+    backend.close()
+    backend = Backend(db_path)
+    store = WatchableStore(backend)
+    assert store.consistent_index == 99
+    assert len(all_kvs(store)) == len(expected) + 1
+    backend.close()
+
+
+def test_plain_copy_and_restore(db_path: str, tmp_path: pathlib.Path) -> None:
+    backend = Backend(db_path)
+    store = WatchableStore(backend)
+    fill(store, 500)
+    b = store.write_batch()
+    b.set_consistent_index(7, 1)
+    b.commit()
+    snap = str(tmp_path / "snap.db")
+    info = backend.copy_to(snap, compact=False)
+    backend.release_copy(snap)
+    assert (info.revision, info.consistent_index, info.term) == (501, 7, 1)
+    expected = all_kvs(store)
+    fill(store, 100, b"changed")
+    store.restore(snap)
+    assert all_kvs(store) == expected
+    assert store.consistent_index == 7
+    assert store.current_revision == 501
+    assert os.path.exists(snap)  # the caller's file is copied, not taken
+    with pytest.raises(errors.StorageError):
+        store.defrag_swap(snap)  # not a journaled copy
+    backend.close()
+
+
+def test_quota_refuses_puts_but_reads_deletes_and_compaction_work(db_path: str) -> None:
+    backend = Backend(db_path, quota_bytes=1024 * 1024)
+    store = WatchableStore(backend)
+    written = 0
+    with pytest.raises(errors.NoSpaceError):
+        for i in range(1000):
+            put(store, b"k%04d" % i, b"x" * 10_000)
+            written += 1
+    assert 50 < written < 110
+    rev = store.current_revision
+    assert store.range(rpc.RangeRequest(key=b"k0000")).count == 1
+    b = store.write_batch()  # a refused txn changes nothing
+    txn = rpc.TxnRequest(
+        success=[rpc.RequestOp(request_put=rpc.PutRequest(key=b"t", value=b"y" * 10_000))]
+    )
+    with pytest.raises(errors.NoSpaceError):
+        b.txn(txn)
+    b.delete_range(rpc.DeleteRangeRequest(key=b"k", range_end=b"l"))
+    b.compact(store.current_revision + 1)
+    b.commit()
+    assert store.current_revision == rev + 1
+    while store.compaction_step(max_keys=100):
+        pass
+    assert backend.size_in_use_bytes() < 200_000
+    put(store, b"k0000", b"x" * 10_000)  # space is reusable at once
+    backend.close()
+
+
+def test_full_map_is_a_clean_error(db_path: str) -> None:
+    backend = Backend(db_path, quota_bytes=1024 * 1024)
+    store = WatchableStore(backend)
+    put(store, b"keep", b"me")
+    b = store.write_batch()
+    b.put(rpc.PutRequest(key=b"lost", value=b"with the batch"))
+    with pytest.raises(errors.BackendFullError):
+        for i in range(10_000):  # raw writes bypass the quota: fill the whole map
+            b.put_raw("auth", b"%06d" % i, b"z" * 100_000)
+    with pytest.raises(errors.BackendFullError):
+        b.put(rpc.PutRequest(key=b"more", value=b"x"))  # the broken batch refuses
+    b.abort()
+    assert store.current_revision == 2
+    assert store.range(rpc.RangeRequest(key=b"keep")).kvs[0].value == b"me"
+    assert store.range(rpc.RangeRequest(key=b"lost")).count == 0
+    b = store.write_batch()
+    b.delete_range(rpc.DeleteRangeRequest(key=b"keep"))
+    b.commit()
+    backend.close()
+    backend = Backend(db_path, quota_bytes=1024 * 1024)
+    store = WatchableStore(backend)
+    assert store.current_revision == 3
+    assert backend.items_raw("auth") == []
+    backend.close()
+
+
+def test_corrupt_files_are_refused(tmp_path: pathlib.Path) -> None:
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(os.urandom(64 * 1024))
+    with pytest.raises(errors.CorruptFileError):
+        Backend(str(garbage))
+    path = str(tmp_path / "bad.db")
+    env = lmdb.open(path, subdir=False, max_dbs=4)
+    key_db = env.open_db(b"key")
+    with env.begin(write=True) as txn:
+        txn.put(b"not-a-revision", b"\x0a\x01k", db=key_db)
+    env.close()
+    backend = Backend(path)
+    with pytest.raises(errors.CorruptFileError):
+        WatchableStore(backend)
+    backend.close()
