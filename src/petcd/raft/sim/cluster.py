@@ -88,11 +88,11 @@ class Faults:
     @staticmethod
     def draw(rng: random.Random) -> Faults:
         return Faults(
-            drop=rng.choice([0.0, 0.01, 0.05, 0.15]),
+            drop=rng.choice([0.0, 0.01, 0.05, 0.15, 0.3]),
             duplicate=rng.choice([0.0, 0.01, 0.05]),
             delay_max=rng.choice([1, 3, 8]),
-            crash=rng.choice([0.0, 0.001, 0.003]),
-            partition=rng.choice([0.0, 0.001, 0.003]),
+            crash=rng.choice([0.0, 0.001, 0.003, 0.01]),
+            partition=rng.choice([0.0, 0.001, 0.003, 0.01]),
             membership=rng.choice([0.0, 0.002, 0.005]),
             transfer=rng.choice([0.0, 0.001]),
         )
