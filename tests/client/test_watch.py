@@ -198,3 +198,22 @@ async def test_async_watch_errors_and_separate_streams(etcd35: EtcdProcess) -> N
             with pytest.raises(errors.CompactedError):
                 await anext(aiter(watch))
         await stream.close()
+
+
+async def test_async_watch_resumes_after_the_server_restarts(etcd35: EtcdProcess) -> None:
+    async with AsyncClient([etcd35.endpoint], timeout=20) as client:
+        watch = await client.watch("r", prefix=True)
+        await client.put("r/1", "before")
+        etcd35.stop()
+        etcd35.launch()
+        await asyncio.to_thread(etcd35.wait_ready)
+        with Client([etcd35.endpoint]) as writer:
+            writer.put("r/2", "after")
+        values: list[bytes] = []
+        async with asyncio.timeout(WAIT_S):
+            async for response in watch:
+                values.extend(e.kv.value for e in response.events)
+                if len(values) == 2:
+                    break
+        assert values == [b"before", b"after"]
+        await watch.cancel()

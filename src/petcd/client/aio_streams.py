@@ -5,8 +5,8 @@ which watch each response belongs to. Each `AsyncWatch` has a bounded queue: whe
 falls behind, the reader waits, and gRPC flow control slows the server — nothing is dropped,
 but every watch on that stream waits too, so consume or cancel your watches (or give a busy
 watch its own stream with `client.watch_stream()`). When the stream breaks with Unavailable,
-the reader reconnects (next endpoint) and resumes every watch where it left off, for up to the
-client's timeout; then each watch ends with the error.
+the reader reconnects (next endpoint) and resumes every watch where it left off, for up to
+30 s (or the client's timeout if longer); then each watch ends with the error.
 
 `AsyncLeaseKeepAliveStream` matches each LeaseKeepAliveResponse to the oldest waiter for that
 lease ID. `AsyncKeepAlive` renews one lease every TTL/3 s in a task until stopped, until the
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 WATCH_QUEUE_MAX = 1024  # responses buffered per watch before the stream waits for the consumer
 WAITERS_MAX = 100_000  # keep-alive requests awaiting an answer on one stream
+WATCH_OUTAGE_S = 30.0  # a broken watch stream is retried this long (at least the client timeout)
 _END = object()
 
 
@@ -216,7 +217,9 @@ class AsyncWatchStream:
             now = loop.time()
             if received or outage_started is None:
                 outage_started = now
-            if not self._resumable(error) or now - outage_started > self._client.timeout:
+            if not self._resumable(error) or now - outage_started > max(
+                self._client.timeout, WATCH_OUTAGE_S
+            ):
                 for delivery in self._demux.fail_all(error):
                     await self._deliver(delivery)
                 self._call = None

@@ -9,8 +9,8 @@ Each `Watch` has a bounded queue: when its consumer falls behind, the reader wai
 flow control slows the server — nothing is dropped, but every watch on that stream waits
 too, so consume or cancel your watches (or give a busy watch its own `client.watch_stream()`).
 When the stream breaks with Unavailable, the reader reconnects (next endpoint) and resumes
-every watch where it left off, for up to the client's timeout; then each watch ends with the
-error.
+every watch where it left off, for up to 30 s (or the client's timeout if longer); then each
+watch ends with the error.
 
 `KeepAlive` renews one lease every TTL/3 s from a thread until stopped, until the server
 reports the lease gone (TTL 0: `expired`), or until renewals fail for longer than its TTL.
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 WATCH_QUEUE_MAX = 1024  # responses buffered per watch before the stream waits for the consumer
 REQUEST_QUEUE_MAX = 4096  # requests waiting for gRPC to send them, per stream
 WAITERS_MAX = 100_000  # keep-alive requests awaiting an answer on one stream
+WATCH_OUTAGE_S = 30.0  # a broken watch stream is retried this long (at least the client timeout)
 JOIN_TIMEOUT_S = 10.0
 _END = object()
 _CLOSE = None  # ends a request iterator
@@ -263,7 +264,9 @@ class WatchStream:
                 if self.closed:
                     return
                 self._stop_call()
-                give_up = not self._resumable(error) or now - outage_started > self._client.timeout
+                give_up = not self._resumable(error) or now - outage_started > max(
+                    self._client.timeout, WATCH_OUTAGE_S
+                )
                 if give_up:
                     deliveries = self._demux.fail_all(error)
                     self._call = None
