@@ -63,6 +63,8 @@ class Method(Generic[Req, Resp]):
             self.path,
             request_serializer=self.request.SerializeToString,  # type: ignore[attr-defined]
             response_deserializer=self.response.FromString,  # type: ignore[attr-defined]
+            # as generated stubs do: grpc-core registers the method once, not per call
+            _registered_method=True,
         )
 
 
