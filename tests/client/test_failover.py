@@ -67,6 +67,13 @@ def test_cluster_member_loss_moves_reads_and_resumes_watches(
         assert seen == revisions  # each event once, in order, none lost while disconnected
         assert client.txn([compare_version("/c/1", "=", 1)], [op_put("/c/1", "cas")]).succeeded
         watch.cancel()
+        # MoveLeader must be sent to the leader; the other survivor takes over
+        survivor = next(m for m in cluster.members if m not in (leader, victim))
+        target = writer.status(survivor.endpoint).header.member_id
+        with Client([survivor.endpoint]) as follower, pytest.raises(errors.NotLeaderError):
+            follower.move_leader(target)
+        writer.move_leader(target)
+        assert writer.status().leader == target
 
 
 def test_tls_with_server_and_client_certificates(tmp_path: pathlib.Path) -> None:
