@@ -51,6 +51,7 @@ SCENARIOS = [
             "put_per_s": ("ops_per_s", "ops/s"),
             "put_p50_ms": ("p50_ms", "ms"),
             "put_p99_ms": ("p99_ms", "ms"),
+            "put_client_cpu_pct": ("loadgen_cpu_pct", "%"),
         },
     ),
     Scenario(
@@ -66,6 +67,7 @@ SCENARIOS = [
         {
             "range_linearizable_per_s": ("ops_per_s", "ops/s"),
             "range_linearizable_p99_ms": ("p99_ms", "ms"),
+            "range_linearizable_client_cpu_pct": ("loadgen_cpu_pct", "%"),
         },
     ),
     Scenario(
@@ -235,15 +237,19 @@ def main() -> None:
 
 def compare_tools(name: str, medians: dict[str, tuple[float, str, list[float]]]) -> None:
     """The loadgen and petcd-benchmark on the same scenario, and the client CPU that explains it."""
-    for loadgen_figure, bench_figure, cpu_figure in [
-        ("put_per_s", "bench_put_per_s", "bench_put_client_cpu_pct"),
-        ("range_linearizable_per_s", "bench_range_per_s", "bench_range_client_cpu_pct"),
+    for loadgen_figure, bench_figure, scenario in [
+        ("put_per_s", "bench_put_per_s", "put"),
+        ("range_linearizable_per_s", "bench_range_per_s", "range_linearizable"),
     ]:
         if loadgen_figure not in medians or bench_figure not in medians:
             continue
         ours, theirs = medians[bench_figure][0], medians[loadgen_figure][0]
+        ours_cpu = medians[f"{bench_figure.removesuffix('_per_s')}_client_cpu_pct"][0]
+        theirs_cpu = medians[f"{scenario}_client_cpu_pct"][0]
+        # client CPU per request: % of a core / requests per second
         print(
-            f"   {name}: petcd-benchmark/loadgen on {loadgen_figure}: {ours:,.0f} / {theirs:,.0f} = "
-            f"{ours / theirs:.2f} (petcd-benchmark's own CPU: {medians[cpu_figure][0]:.0f}% of a core)",
+            f"   {name} {scenario}: petcd-benchmark {ours:,.0f}/s with {ours_cpu:.0f}% CPU "
+            f"({ours_cpu * 1e4 / ours:.0f} µs/request), loadgen {theirs:,.0f}/s with {theirs_cpu:.0f}% CPU "
+            f"({theirs_cpu * 1e4 / theirs:.0f} µs/request): ratio {ours / theirs:.2f}",
             flush=True,
         )
