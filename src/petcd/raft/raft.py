@@ -596,6 +596,9 @@ class Raft:
             self._step_follower(m)
         else:
             self._step_candidate(m)
+        # Invariants of every step: we lead iff we name ourselves leader; cursors are ordered.
+        assert (self.state == StateType.LEADER) == (self.lead == self.id), (self.state, self.lead)
+        assert self.raft_log.applied <= self.raft_log.committed <= self.raft_log.last_index()
 
     def _handle_vote_request(self, m: Message) -> None:
         t = m.type
@@ -983,6 +986,8 @@ class Raft:
             self._log(f"dropped append from {m.from_:x}: {exc}")
             return
         if last_new is not None:
+            assert last_new <= log.last_index(), (last_new, log.last_index())
+            assert log.committed <= last_new, (log.committed, last_new)
             self._send(Message(type=MSG_APP_RESP, to=m.from_, index=last_new))
             return
         # Reject with a hint: the last index whose term is <= m.log_term (§5.3 optimisation).
