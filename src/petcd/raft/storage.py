@@ -24,6 +24,9 @@ from petcd.pb.raft_pb2 import ConfState, Entry, HardState, Snapshot
 
 # "No size limit" for entry fetches: larger than any real log.
 NO_LIMIT = (1 << 64) - 1
+# The most an Entry's encoding adds to its data: 1+10 (term) + 1+10 (index) + 1+1 (type)
+# + 1+5 (data tag and length) bytes.
+_ENTRY_OVERHEAD_MAX = 30
 
 
 def limit_size(ents: list[Entry], max_size: int) -> list[Entry]:
@@ -33,6 +36,10 @@ def limit_size(ents: list[Entry], max_size: int) -> list[Entry]:
     the limit still makes progress.
     """
     if max_size >= NO_LIMIT or len(ents) <= 1:
+        return ents
+    # Cheap upper bound first: an entry encodes to at most its data plus 30 bytes of tags and
+    # varints (term, index, type, data length), so most batches need no exact sizing.
+    if sum([len(e.data) for e in ents]) + _ENTRY_OVERHEAD_MAX * len(ents) <= max_size:
         return ents
     size = ents[0].ByteSize()
     for i in range(1, len(ents)):
