@@ -16,8 +16,12 @@ Rules, with the raft paper (Ongaro & Ousterhout 2014) or thesis section that sta
 - thesis §9.6 pre-vote: with `pre_vote`, a candidate first asks whether it could win, without
   raising its term, so a partitioned member cannot inflate terms and disrupt the cluster.
 - thesis §6.2 check-quorum: with `check_quorum`, a leader that has not heard from a quorum
-  within an election timeout steps down, and a member that heard from a leader within the
-  election timeout ignores (pre-)vote requests (thesis §4.2.3), except leadership transfers.
+  within an election timeout steps down. A member that heard from a leader within the
+  election timeout ignores pre-vote requests (thesis §9.6) and, with check-quorum, vote
+  requests too (thesis §4.2.3); requests of a leadership transfer are never ignored.
+- §5.2 again: only granting a vote (or hearing from a leader) resets the election timer; a
+  rejected request with a newer term does not (etcd resets it, which lets a candidate with a
+  stale log keep the up-to-date members from ever campaigning).
 - §5.3 log matching: an append carries the (index, term) of the entry before it and is
   rejected unless that entry matches; a rejection carries a hint (the largest index whose term
   is <= the leader's term at the probe point) so a diverged log is repaired in few round trips.
@@ -27,7 +31,10 @@ Rules, with the raft paper (Ongaro & Ousterhout 2014) or thesis section that sta
 - thesis §3.10 leadership transfer: the leader stops accepting proposals, catches the target
   up, and sends it MsgTimeoutNow so it campaigns at once; aborted after an election timeout.
 - thesis §4.1/§4.3 membership: one pending change at a time, carried in the log; joint
-  consensus through ConfChangeV2; learners replicate but never vote or count toward a quorum.
+  consensus through ConfChangeV2; learners replicate, are never asked for votes and never
+  count toward a quorum. A leader that is removed or demoted keeps leading (it no longer
+  counts itself) and hands leadership to the most caught-up voter: stepping down at once can
+  leave voters that do not know the change committed waiting for its vote forever.
 
 Invariants (asserted where they are established):
 - at most one vote per term: `vote` only changes together with a term change or from 0;
