@@ -220,3 +220,20 @@ def test_candidate_steps_down_on_a_leader_of_its_term() -> None:
     assert c.node(1).state == StateType.LEADER or c.node(3).state == StateType.LEADER
     leader = c.leader()
     assert all(c.node(i).leader_id == leader for i in (1, 2, 3))
+
+
+def test_rejected_vote_keeps_the_election_timer_running() -> None:
+    """§5.2: only a granted vote resets the timer, so a member with a better log still times
+    out and campaigns while a stale candidate keeps retrying (simulator seed 118)."""
+    c = Cluster([1, 2, 3])
+    c.elect(1)
+    c.propose(1, b"x")
+    c.tick(2, 5)
+    elapsed = c.raft(2).election_elapsed
+    c.node(2).step(Message(type=MSG_VOTE, from_=3, to=2, term=7, index=1, log_term=1))
+    assert c.node(2).term == 7
+    assert c.raft(2).vote == 0
+    assert c.raft(2).election_elapsed == elapsed
+    c.node(2).step(Message(type=MSG_VOTE, from_=3, to=2, term=8, index=100, log_term=8))
+    assert c.raft(2).vote == 3
+    assert c.raft(2).election_elapsed == 0
