@@ -67,11 +67,11 @@ def test_keep_alive_once(client: Client) -> None:
 
 
 def test_background_keep_alive_outlives_the_ttl_and_stops_cleanly(client: Client) -> None:
-    lease = client.lease_grant(2).ID  # etcd's minimum TTL with default timings
+    lease = client.lease_grant(3).ID
     start = client.put("/ka/key", "v", lease=lease).header.revision
     keepalive = client.lease_keep_alive(lease)
     assert keepalive.running
-    # renewals every ~0.67 s (TTL/3): 4 more renewals span 2.7 s, more than the 2 s TTL
+    # renewals every 1 s (TTL/3): 4 more renewals span 4 s, more than the 3 s TTL
     wait_for(lambda: keepalive.renewals >= 5, WAIT_S, what="4 more keep-alive renewals")
     assert client.get("/ka/key").count == 1  # alive after more than its TTL
     keepalive.stop()
