@@ -57,6 +57,7 @@ DEFAULT_QUOTA_BYTES = 2 * 1024**3
 NO_QUOTA_MAP_BYTES = 1 << 40
 HEADROOM_MIN_BYTES = 64 * 1024**2
 JOURNAL_MAX_OPS = 1_000_000
+MEASURE_EVERY_COMMITS = 32
 
 # A raw operation on a database: (db name, key, value or None for a delete).
 RawOp = tuple[str, bytes, bytes | None]
@@ -132,6 +133,8 @@ class Backend:
         self._lock = threading.Lock()  # orders commits against copy snapshots
         self._journals: dict[str, _Journal] = {}
         self._writing = False
+        self._in_use_bytes = -1  # last measurement, plus quota costs committed since
+        self._commits_since_measure = 0
         self._rtxn: Any = None
         self._rtxn_stale = True
         self._env: Any = None
@@ -149,6 +152,7 @@ class Backend:
         self.meta_db = self.dbs["meta"]
         self._rtxn = None
         self._rtxn_stale = True
+        self._in_use_bytes = -1
         assert len(self.dbs) == len(DB_NAMES)
 
     def close(self) -> None:
@@ -189,9 +193,13 @@ class Backend:
         self._writing = True
         return txn
 
-    def commit_write(self, txn: Any, raw_ops: list[RawOp]) -> None:
-        """Commit a write transaction; `raw_ops` are its non-append writes, for journals."""
+    def commit_write(self, txn: Any, raw_ops: list[RawOp], cost_bytes: int = 0) -> None:
+        """Commit a write transaction; `raw_ops` are its non-append writes, for journals;
+        `cost_bytes` its quota cost (keeps the space estimate current between measures)."""
         assert self._writing
+        assert cost_bytes >= 0
+        self._in_use_bytes += cost_bytes
+        self._commits_since_measure += 1
         try:
             with self._lock:
                 txn.commit()
@@ -245,6 +253,16 @@ class Backend:
             pages += _pages(txn.stat(db))
         assert pages >= 2
         return pages * page_bytes
+
+    def space_left_bytes(self) -> int:
+        """Bytes under the quota, measured every MEASURE_EVERY commits or near the quota."""
+        if self.quota_bytes < 0:
+            return NO_QUOTA_MAP_BYTES
+        stale = self._commits_since_measure >= MEASURE_EVERY_COMMITS
+        if self._in_use_bytes < 0 or stale or self._in_use_bytes > self.quota_bytes * 0.9:
+            self._in_use_bytes = self.size_in_use_bytes()
+            self._commits_since_measure = 0
+        return self.quota_bytes - self._in_use_bytes
 
     def sync(self) -> None:
         """fsync the data file (thread-safe; used before a raft snapshot)."""

@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 
 KeyValue = kv_pb2.KeyValue
 _to_bytes = revision.to_bytes
-_UNLIMITED = 1 << 62
+_REV_PACK = revision.REV_STRUCT.pack
+_SUB_MASK = 0xFFFFFFFF
 
 
 class WriteBatch:
@@ -44,6 +45,7 @@ class WriteBatch:
         "_backend",
         "_broken",
         "_consistent",
+        "_cost",
         "_hook_log",
         "_hooks",
         "_index",
@@ -76,8 +78,8 @@ class WriteBatch:
         self._broken = False
         self.revisions: list[tuple[int, list[Change]]] = []
         self.compactions: list[Compaction] = []
-        quota = backend.quota_bytes
-        self._space_left = quota - backend.size_in_use_bytes() if quota >= 0 else _UNLIMITED
+        self._space_left = backend.space_left_bytes()
+        self._cost = 0  # quota cost of this batch's puts
         self._txn = backend.begin_write()
         self._open = True
 
@@ -89,29 +91,95 @@ class WriteBatch:
     # --- single requests ---------------------------------------------------------------------
 
     def put(self, req: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
-        self._check_usable()
+        """One put as its own MVCC transaction.
+
+        The hot path: _write_put inlined, the index updated in place (with undo), revision
+        keys packed directly (a live revision is never a tombstone).
+        """
+        assert self._open, "batch already ended"
+        if self._broken:
+            raise errors.BackendFullError()
         store = self._store
         rev = store._rev + 1
         key = req.key
-        if req.lease and not self._lease_exists(req.lease):
+        value = req.value
+        lease = req.lease
+        ignore_value = req.ignore_value
+        ignore_lease = req.ignore_lease
+        if lease and not self._lease_exists(lease):
             raise errors.LeaseNotFoundError()
-        if (req.ignore_value or req.ignore_lease) and latest(self._index.entries.get(key)) is None:
+        index = self._index
+        entry = index.entries.get(key)
+        if entry is None:
+            prev_packed = None
+        elif type(entry) is int:
+            prev_packed = entry
+        else:
+            prev_packed = entry[-1]  # type: ignore[index]
+            if prev_packed & 1:
+                prev_packed = None
+        if (ignore_value or ignore_lease) and prev_packed is None:
             raise errors.KeyNotFoundError()
-        cost = PUT_COST_BYTES + len(key) + len(req.value)
+        cost = PUT_COST_BYTES + len(key) + len(value)
         if cost > self._space_left:
             raise errors.NoSpaceError()
-        changes: list[Change] = []
+        txn = self._txn
+        key_db = self._key_db
+        prev: Any = None
+        prev_raw: bytes | None = None
         try:
-            prev = self._write_put(req, rev, changes)
+            if prev_packed is not None:
+                prev_raw = txn.get(
+                    _REV_PACK(prev_packed >> 33, b"_", (prev_packed >> 1) & _SUB_MASK), db=key_db
+                )
+                assert prev_raw is not None, "index names a revision missing from the backend"
+                prev = KeyValue.FromString(prev_raw)
+                kv = KeyValue(
+                    key=key,
+                    create_revision=prev.create_revision,
+                    mod_revision=rev,
+                    version=prev.version + 1,
+                    value=prev.value if ignore_value else value,
+                    lease=prev.lease if ignore_lease else lease,
+                )
+            else:
+                kv = KeyValue(
+                    key=key,
+                    create_revision=rev,
+                    mod_revision=rev,
+                    version=1,
+                    value=value,
+                    lease=lease,
+                )
+            raw = kv.SerializeToString()
+            txn.put(_REV_PACK(rev, b"_", 0), raw, db=key_db, append=True)
         except lmdb.MapFullError as exc:
             self._broken = True
             raise errors.BackendFullError() from exc
+        packed = rev << 33
+        undo = self._undo
+        if key not in undo:
+            undo[key] = (entry, len(entry) if type(entry) is list else 0)
+        if entry is None:
+            index.entries[key] = packed
+            index.keys.add(key)
+        elif type(entry) is int:
+            index.entries[key] = [entry, packed]
+            index.multi.add(key)
+        else:
+            entry.append(packed)  # type: ignore[union-attr]
+        if self._hooks is not None:
+            if prev is not None and prev.lease:
+                self._hook(False, prev.lease, key)
+            if kv.lease:
+                self._hook(True, kv.lease, key)
         self._space_left -= cost
+        self._cost += cost
         store._rev = rev
-        self.revisions.append((rev, changes))
+        self.revisions.append((rev, [(key, raw, prev_raw)]))
         resp = rpc_pb2.PutResponse()
         resp.header.revision = rev
-        if req.prev_kv and prev is not None:
+        if prev is not None and req.prev_kv:
             resp.prev_kv.CopyFrom(prev)
         return resp
 
@@ -148,6 +216,7 @@ class WriteBatch:
             self._broken = True
             raise errors.BackendFullError() from exc
         self._space_left -= cost
+        self._cost += cost
         if changes:
             store._rev = begin + 1
             self.revisions.append((begin + 1, changes))
@@ -211,7 +280,7 @@ class WriteBatch:
             raise errors.BackendFullError()
         self._open = False
         try:
-            self._backend.commit_write(self._txn, self._raw_ops)
+            self._backend.commit_write(self._txn, self._raw_ops, self._cost)
         except BaseException:
             self._rollback()
             self._store._batch_done(self, committed=False)
