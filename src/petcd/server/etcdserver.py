@@ -109,6 +109,7 @@ class EtcdServer:
         self.raft_state = StateType.FOLLOWER
         self.committed_index = 0
         self.applied_index = 0
+        self.db_size_bytes = 0
         self.stopped = asyncio.Event()
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -230,6 +231,7 @@ class EtcdServer:
             self.applier.conf_state.CopyFrom(state.snapshot.metadata.conf_state)
         self.applied_index = max(snapshot_index, 0)
         self.committed_index = self.applied_index
+        self.db_size_bytes = self.backend.size_bytes()
 
     def _bootstrap_state(self) -> RaftState:
         cfg = self.config
@@ -384,14 +386,13 @@ class EtcdServer:
         if self.leader_id == 0:
             self._parked.extend(pending)  # retried when a leader appears
             return
-        for index, (request_id, data) in enumerate(pending):
-            try:
-                self.node.propose(data)
-            except errors.ProposalDroppedError:
-                # No leader or a leader transfer: keep the rest for when there is a leader.
-                self._parked.extend(pending[index:])
-                break
-            assert request_id in self._waiters or request_id not in self._waiters
+        try:
+            self.node.propose_batch([data for _request_id, data in pending])
+        except errors.ProposalDroppedError:
+            # No leader, a leader transfer, or too many uncommitted bytes: retried when the
+            # leader changes (or by housekeeping), and failed by their deadlines otherwise.
+            self._parked.extend(pending)
+            return
         self._wake.set()
 
     def _retry_parked(self) -> None:
@@ -571,6 +572,7 @@ class EtcdServer:
 
     def _apply(self, entries: Sequence[raft_pb2.Entry]) -> None:
         batch: AppliedBatch = self.applier.apply(list(entries))
+        self.db_size_bytes = self.backend.size_bytes()
         self.applied_index = batch.last_index
         self.committed_index = max(self.committed_index, batch.last_index)
         waiters = self._waiters
@@ -747,7 +749,8 @@ class EtcdServer:
         """etcd's quota check before proposing a write: raise NOSPACE when it would not fit."""
         if self.quota_bytes < 0:
             return
-        if self.backend.size_bytes() + cost < self.quota_bytes:
+        # The size is refreshed after every applied batch: no stat() per request.
+        if self.db_size_bytes + cost < self.quota_bytes:
             return
         alarm = rpc_pb2.AlarmRequest(
             action=rpc_pb2.AlarmRequest.ACTIVATE, memberID=self.member_id, alarm=rpc_pb2.NOSPACE
@@ -781,6 +784,7 @@ class EtcdServer:
             path = self.paths.backend_dir + ".defrag"
             await self.run_in_thread(self.backend.copy_to, path)
             self.store.defrag_swap(path)
+            self.db_size_bytes = self.backend.size_bytes()
 
     async def move_leader(self, target: int) -> None:
         if not self.is_leader:
