@@ -101,7 +101,6 @@ def _open_env(path: str, map_bytes: int, unsafe_no_fsync: bool, full_sync: bool)
             max_dbs=len(DB_NAMES) + 2,
             metasync=full_sync,
             sync=not unsafe_no_fsync,
-            readahead=False,
             max_spare_txns=2,
             lock=True,
         )

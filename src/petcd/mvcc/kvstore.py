@@ -157,14 +157,7 @@ class KVStore:
 
     def _load(self) -> None:
         txn = self.backend.reader()
-        entries: dict[bytes, Any] = {}
-        multi: set[bytes] = set()
-        leases: dict[bytes, int] = {}
-        last_main = 0
-        with txn.cursor(db=self.backend.key_db) as cursor:
-            for raw_rev, raw_kv in cursor.iternext():
-                packed = self._parse_stored(raw_rev, raw_kv, entries, multi, leases)
-                last_main = packed >> 33
+        entries, multi, leases, last_main = self._scan_key_db(txn)
         meta = self.backend.meta_db
         raw_scheduled = txn.get(META_SCHEDULED_COMPACT, db=meta)
         raw_finished = txn.get(META_FINISHED_COMPACT, db=meta)
@@ -182,39 +175,52 @@ class KVStore:
             for key, lease_id in leases.items():
                 self.lease_hooks.attach(lease_id, key)
 
-    def _parse_stored(
-        self,
-        raw_rev: bytes,
-        raw_kv: bytes,
-        entries: dict[bytes, Any],
-        multi: set[bytes],
-        leases: dict[bytes, int],
-    ) -> int:
-        if len(raw_rev) not in (17, 18) or raw_rev[8:9] != b"_":
-            raise errors.CorruptFileError(self.backend.path, 0, f"bad revision key {raw_rev!r}")
-        try:
-            kv = KeyValue.FromString(raw_kv)
-        except Exception as exc:  # protobuf's DecodeError: the file is damaged
-            raise errors.CorruptFileError(self.backend.path, 0, f"bad KeyValue: {exc}") from exc
-        packed = revision.from_bytes(raw_rev)
-        key = kv.key
-        entry = entries.get(key)
-        if entry is None:
-            if packed & 1:  # a lone tombstone left by an unfinished compaction
-                entries[key] = [packed]
-                multi.add(key)
-            else:
-                entries[key] = packed
-        elif type(entry) is int:
-            entries[key] = [entry, packed]
-            multi.add(key)
-        else:
-            entry.append(packed)
-        if packed & 1 or not kv.lease:
-            leases.pop(key, None)
-        else:
-            leases[key] = kv.lease
-        return packed
+    def _scan_key_db(self, txn: Any) -> tuple[dict[bytes, Any], set[bytes], dict[bytes, int], int]:
+        """Rebuild the index in one pass over the key database, in revision order.
+
+        Returns (entries, multi-revision keys, lease of each live key, newest main revision).
+        One tight loop: this is most of the open time (about 1 µs per stored revision).
+        """
+        entries: dict[bytes, Any] = {}
+        multi: set[bytes] = set()
+        leases: dict[bytes, int] = {}
+        packed = 0
+        unpack = revision.REV_STRUCT.unpack
+        parse = KeyValue.FromString
+        with txn.cursor(db=self.backend.key_db) as cursor:
+            for raw_rev, raw_kv in cursor.iternext():
+                size = len(raw_rev)
+                tombstone = size == 18
+                if (size != 17 and not (tombstone and raw_rev[17] == 0x74)) or raw_rev[8] != 0x5F:
+                    raise self._corrupt(f"bad revision key {raw_rev!r}")
+                try:
+                    kv = parse(raw_kv)
+                except Exception as exc:  # protobuf's DecodeError: the file is damaged
+                    raise self._corrupt(f"bad KeyValue at {raw_rev!r}: {exc}") from exc
+                main, _, sub = unpack(raw_rev[:17])
+                assert (main << 33 | sub << 1) > packed, "revisions out of order"
+                packed = main << 33 | sub << 1 | tombstone
+                key = kv.key
+                entry = entries.get(key)
+                if entry is None:
+                    if tombstone:  # a lone tombstone left by an unfinished compaction
+                        entries[key] = [packed]
+                        multi.add(key)
+                    else:
+                        entries[key] = packed
+                elif type(entry) is int:
+                    entries[key] = [entry, packed]
+                    multi.add(key)
+                else:
+                    entry.append(packed)
+                if kv.lease and not tombstone:
+                    leases[key] = kv.lease
+                elif leases:
+                    leases.pop(key, None)
+        return entries, multi, leases, packed >> 33
+
+    def _corrupt(self, reason: str) -> errors.CorruptFileError:
+        return errors.CorruptFileError(self.backend.path, 0, reason)
 
     # --- reads -------------------------------------------------------------------------------
 
