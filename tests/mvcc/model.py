@@ -218,7 +218,11 @@ class Model:
                     if p.lease and p.lease not in self.leases:
                         raise errors.LeaseNotFoundError()
                 elif kind == "range" and which == "request_range" and op.request_range.revision:
-                    self.check_rev(op.request_range.revision, self.cur)
+                    want = op.request_range.revision
+                    if want > self.cur:
+                        raise errors.FutureRevisionError()
+                    if want < self.compact:  # etcd compares the raw (maybe negative) revision
+                        raise errors.CompactedError()
 
         walk(req, "put")
         walk(req, "range")

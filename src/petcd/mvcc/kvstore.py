@@ -405,7 +405,14 @@ class KVStore:
             if which == "request_txn":
                 at = self._check_ranges(op.request_txn, path, at, cur, inside)
             elif which == "request_range" and op.request_range.revision != 0:
-                self._check_read_rev(op.request_range.revision, cur, inside)
+                # etcd's checkRange compares the raw revision: a negative one inside a
+                # txn is "compacted" once anything was compacted (a plain Range reads it
+                # as "current")
+                want = op.request_range.revision
+                if want > cur:
+                    raise errors.FutureRevisionError()
+                if want < (self._compact_rev if inside else self._committed_compact_rev):
+                    raise errors.CompactedError()
         return at
 
     # --- txn compares (all evaluated on the view before the txn, as etcd) -------------------
