@@ -29,6 +29,12 @@ same class by its message (etcd's clients match on the message text, so it is by
     │   ├── ProposalDroppedError, RaftCompactedError, RaftUnavailableError,
     │   ├── SnapshotOutOfDateError, SnapshotTemporarilyUnavailableError, StepPeerNotFoundError
     │   └── RaftConfigError, ConfChangeError
+    ├── TransportError                  (peer transport, petcd.transport; Unavailable unless noted)
+    │   ├── PeerUnreachableError, PeerTimeoutError, PeerRemoteError (Unknown)
+    │   ├── PeerHandshakeError (refused: wrong member, protocol version, busy)
+    │   ├── FrameError (a malformed or oversized frame), SnapshotTransferError (DataLoss)
+    │   └── TransportConfigError (InvalidArgument: bad peer URL, https without TLS files)
+    │   (PeerClusterIdMismatchError is a ClusterIdMismatchError: FailedPrecondition)
     └── StorageError                    (data directory problems; the member refuses to start)
         ├── CorruptFileError (names the file and offset), DataDirLockedError
         ├── BackendFullError (the LMDB map is full: reported to clients as NOSPACE)
@@ -470,6 +476,103 @@ class ConfChangeError(RaftError):
     """A configuration change cannot be applied to the current configuration."""
 
     default_message = "raft: invalid configuration change"
+
+
+# --- peer transport ----------------------------------------------------------------------------
+
+
+class TransportError(PetcdError):
+    """The peer transport could not do what was asked; `target` names the peer (id or URL)."""
+
+    code = GrpcCode.UNAVAILABLE
+    default_message = "petcd: peer transport error"
+
+
+class PeerUnreachableError(TransportError):
+    """No connection to the peer: refused, reset, partitioned (fault injection) or unknown."""
+
+    def __init__(self, target: str, reason: str) -> None:
+        self.target = target
+        self.reason = reason
+        super().__init__(f"petcd: peer {target} is unreachable: {reason}")
+
+
+class PeerTimeoutError(TransportError):
+    """A peer call got no answer within its timeout."""
+
+    code = GrpcCode.DEADLINE_EXCEEDED
+
+    def __init__(self, target: str, method: str, timeout_s: float) -> None:
+        self.target = target
+        self.method = method
+        self.timeout_s = timeout_s
+        super().__init__(f"petcd: peer {target} did not answer {method!r} within {timeout_s:g} s")
+
+
+class PeerRemoteError(TransportError):
+    """The peer's handler for a call failed with something other than a petcd error."""
+
+    code = GrpcCode.UNKNOWN
+
+    def __init__(self, target: str, method: str, reason: str) -> None:
+        self.target = target
+        self.method = method
+        self.reason = reason
+        super().__init__(f"petcd: peer {target} failed {method!r}: {reason}")
+
+
+class PeerHandshakeError(TransportError):
+    """The peer refused the connection (or we refused its answer) for a reason other than
+    the cluster id: another member at that URL, another protocol version, too busy."""
+
+    def __init__(self, target: str, reason: str) -> None:
+        self.target = target
+        self.reason = reason
+        super().__init__(f"petcd: handshake with peer {target} failed: {reason}")
+
+
+class PeerClusterIdMismatchError(ClusterIdMismatchError):
+    """The peer belongs to another cluster; both sides log it and close the connection."""
+
+    def __init__(self, target: str, local_cluster_id: int, remote_cluster_id: int) -> None:
+        self.target = target
+        self.local_cluster_id = local_cluster_id
+        self.remote_cluster_id = remote_cluster_id
+        super().__init__(
+            f"{ClusterIdMismatchError.default_message}: peer {target} is in cluster "
+            f"{remote_cluster_id:x}, this member is in cluster {local_cluster_id:x}"
+        )
+
+
+class FrameError(TransportError):
+    """A frame on a peer connection is malformed or larger than allowed: the connection closes."""
+
+    code = GrpcCode.INTERNAL
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"petcd: bad peer frame: {reason}")
+
+
+class SnapshotTransferError(TransportError):
+    """A streamed snapshot failed: a chunk CRC, the SHA-256, its size, or an I/O error."""
+
+    code = GrpcCode.DATA_LOSS
+
+    def __init__(self, target: str, reason: str) -> None:
+        self.target = target
+        self.reason = reason
+        super().__init__(f"petcd: snapshot transfer with peer {target} failed: {reason}")
+
+
+class TransportConfigError(TransportError):
+    """The transport was configured wrongly (a bad peer URL, https without TLS settings)."""
+
+    code = GrpcCode.INVALID_ARGUMENT
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"petcd: transport configuration: {reason}")
 
 
 # --- data directory / storage ------------------------------------------------------------------
