@@ -168,11 +168,12 @@ class AsyncClient:
                 await self._authenticate(deadline)
             endpoint = self.endpoints[self._current]
             call = self._callable(endpoint, method)
+            sent = self.metadata if auth else None
             try:
                 response: Resp = await call(
                     request,
                     timeout=max(deadline - loop.time(), 0.001),
-                    metadata=self.metadata if auth else None,
+                    metadata=sent,
                 )
                 return response
             except grpc.RpcError as exc:
@@ -182,7 +183,8 @@ class AsyncClient:
                 raise error from None
             if kind is tp.RetryKind.REAUTH:
                 reauthed = True
-                self._token = None
+                if self.metadata is sent:  # nobody has refreshed the token since we sent it
+                    self._token = None
                 continue
             self.failover(endpoint)
             if deadline - loop.time() <= tp.BACKOFF_S:

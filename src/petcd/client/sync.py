@@ -169,11 +169,12 @@ class Client:
                 self._authenticate(deadline)
             endpoint = self.endpoints[self._current]
             call = self._callable(endpoint, method)
+            sent = self.metadata if auth else None
             try:
                 response: Resp = call(
                     request,
                     timeout=max(deadline - time.monotonic(), 0.001),
-                    metadata=self.metadata if auth else None,
+                    metadata=sent,
                 )
                 return response
             except grpc.RpcError as exc:
@@ -183,7 +184,8 @@ class Client:
                 raise error from None
             if kind is tp.RetryKind.REAUTH:
                 reauthed = True
-                self._token = None
+                if self.metadata is sent:  # nobody has refreshed the token since we sent it
+                    self._token = None
                 continue
             self.failover(endpoint)
             if deadline - time.monotonic() <= tp.BACKOFF_S:
