@@ -122,6 +122,7 @@ class AsyncWatchStream:
         self._endpoint = ""
         self._reader: asyncio.Task[None] | None = None
         self._write_lock = asyncio.Lock()
+        self._open_lock = asyncio.Lock()
         self.closed = False
 
     async def watch(self, key: bytes | str, **kwargs: Any) -> AsyncWatch:
@@ -190,12 +191,14 @@ class AsyncWatchStream:
         self._call = stream(metadata=self._client.metadata)
 
     async def _ensure_open(self) -> None:
-        if self._call is not None:
-            return
-        if self._client._username is not None and self._client._token is None:
-            await self._client.refresh_token()
-        self._open_call()
-        self._reader = asyncio.create_task(self._read_loop(), name="petcd-watch-reader")
+        async with self._open_lock:  # two first watches must not open two calls
+            if self._call is not None:
+                return
+            if self._client._username is not None and self._client._token is None:
+                await self._client.refresh_token()
+            self._open_call()
+            self._reader = asyncio.create_task(self._read_loop(), name="petcd-watch-reader")
+        assert self._call is not None
 
     async def _send(self, request: rpc_pb2.WatchRequest) -> None:
         """Write one request. A failed write is left to the reader, which sees the same broken
@@ -301,6 +304,7 @@ class AsyncLeaseKeepAliveStream:
         ] = {}
         self._waiting = 0
         self._write_lock = asyncio.Lock()
+        self._open_lock = asyncio.Lock()
         self.closed = False
 
     async def keep_alive(self, lease_id: int) -> rpc_pb2.LeaseKeepAliveResponse:
@@ -309,7 +313,9 @@ class AsyncLeaseKeepAliveStream:
             raise errors.CanceledError("petcd: keep-alive stream is closed")
         assert self._waiting < WAITERS_MAX, "too many keep-alive requests in flight"
         if self._call is None:
-            await self._open()
+            async with self._open_lock:  # concurrent first renewals must not open two calls
+                if self._call is None:
+                    await self._open()
         future: asyncio.Future[rpc_pb2.LeaseKeepAliveResponse] = (
             asyncio.get_running_loop().create_future()
         )
