@@ -100,6 +100,22 @@ def key_of(raw: bytes) -> bytes:
     return raw[pos : pos + length]
 
 
+def _is_point_read(req: rpc_pb2.RangeRequest) -> bool:
+    """A Range of one key's current value with no options (most reads)."""
+    return not (
+        req.range_end
+        or req.revision
+        or req.count_only
+        or req.keys_only
+        or req.sort_order
+        or req.sort_target
+        or req.min_mod_revision
+        or req.max_mod_revision
+        or req.min_create_revision
+        or req.max_create_revision
+    )
+
+
 def _varint(value: int) -> bytes:
     assert value >= 0
     out = bytearray()
@@ -129,6 +145,8 @@ class KVStore:
         self._consistent_term = 0
         self._compactions: deque[Compaction] = deque()
         self._batch: WriteBatch | None = None
+        self._scratch_kv = KeyValue()  # reused by the put hot path (one batch at a time)
+        self._scratch_prev = KeyValue()
         self._load()
 
     # --- state -------------------------------------------------------------------------------
@@ -226,6 +244,13 @@ class KVStore:
 
     def range(self, req: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse:
         """A Range at the committed revision (header left for the caller to fill)."""
+        if _is_point_read(req):
+            resp = rpc_pb2.RangeResponse()
+            raw = self._point_raw(req.key)
+            if raw is not None:
+                resp.kvs.add().ParseFromString(raw)
+                resp.count = 1
+            return resp
         return self._range(req, self._committed_rev, self.backend.reader())
 
     def range_encoded(self, req: rpc_pb2.RangeRequest) -> bytes:
@@ -236,22 +261,21 @@ class KVStore:
         field 4). The server splices a header (field 1) in front; fields may come in any
         order on the wire.
         """
-        if (
-            req.range_end
-            or req.revision
-            or req.count_only
-            or req.keys_only
-            or req.sort_order
-            or req.sort_target
-            or req.min_mod_revision
-            or req.max_mod_revision
-            or req.min_create_revision
-            or req.max_create_revision
-        ):
+        if not _is_point_read(req):
             return self.range(req).SerializeToString()
-        entry = self.index.entries.get(req.key)
-        if entry is None:
+        raw = self._point_raw(req.key)
+        if raw is None:
             return b""
+        size = len(raw)
+        if size < 0x80:
+            return b"\x12" + bytes((size,)) + raw + b"\x20\x01"
+        return b"\x12" + _varint(size) + raw + b"\x20\x01"
+
+    def _point_raw(self, key: bytes) -> bytes | None:
+        """The stored KeyValue of `key` at the committed revision, or None."""
+        entry = self.index.entries.get(key)
+        if entry is None:
+            return None
         packed: int | None = entry if type(entry) is int else entry[-1]  # type: ignore[index]
         assert packed is not None
         if packed >> 33 > self._committed_rev:  # written by the open batch: read around it
@@ -259,15 +283,14 @@ class KVStore:
         elif packed & 1:
             packed = None
         if packed is None:
-            return b""
-        raw: bytes = self.backend.reader().get(
-            _REV_PACK(packed >> 33, b"_", (packed >> 1) & 0xFFFFFFFF), db=self.backend.key_db
+            return None
+        backend = self.backend
+        txn = backend._rtxn if not backend._rtxn_stale else backend.reader()
+        raw: bytes | None = txn.get(
+            _REV_PACK(packed >> 33, b"_", (packed >> 1) & 0xFFFFFFFF), db=backend.key_db
         )
         assert raw is not None, "index names a revision missing from the backend"
-        size = len(raw)
-        if size < 0x80:
-            return b"\x12" + bytes((size,)) + raw + b"\x20\x01"
-        return b"\x12" + _varint(size) + raw + b"\x20\x01"
+        return raw
 
     def _check_read_rev(self, want: int, cur: int, inside: bool) -> int:
         """The revision a read at `want` uses; `inside` a batch, its compaction counts."""

@@ -50,7 +50,9 @@ class WriteBatch:
         "_hooks",
         "_index",
         "_key_db",
+        "_kv",
         "_open",
+        "_prev",
         "_raw_ops",
         "_space_left",
         "_start_compact_rev",
@@ -69,6 +71,8 @@ class WriteBatch:
         self._index = store.index
         self._key_db = backend.key_db
         self._hooks = store.lease_hooks
+        self._kv = store._scratch_kv
+        self._prev = store._scratch_prev
         self._undo: dict[bytes, tuple[Any, int]] = {}
         self._raw_ops: list[RawOp] = []
         self._hook_log: list[tuple[bool, int, bytes]] = []
@@ -125,32 +129,31 @@ class WriteBatch:
             raise errors.NoSpaceError()
         txn = self._txn
         key_db = self._key_db
-        prev: Any = None
         prev_raw: bytes | None = None
+        prev_lease = 0
+        kv = self._kv  # scratch messages: every field is set, nothing carries over
         try:
             if prev_packed is not None:
                 prev_raw = txn.get(
                     _REV_PACK(prev_packed >> 33, b"_", (prev_packed >> 1) & _SUB_MASK), db=key_db
                 )
                 assert prev_raw is not None, "index names a revision missing from the backend"
-                prev = KeyValue.FromString(prev_raw)
-                kv = KeyValue(
-                    key=key,
-                    create_revision=prev.create_revision,
-                    mod_revision=rev,
-                    version=prev.version + 1,
-                    value=prev.value if ignore_value else value,
-                    lease=prev.lease if ignore_lease else lease,
-                )
+                prev = self._prev
+                prev.ParseFromString(prev_raw)
+                prev_lease = prev.lease
+                kv.create_revision = prev.create_revision
+                kv.version = prev.version + 1
+                if ignore_value:
+                    value = prev.value
+                if ignore_lease:
+                    lease = prev_lease
             else:
-                kv = KeyValue(
-                    key=key,
-                    create_revision=rev,
-                    mod_revision=rev,
-                    version=1,
-                    value=value,
-                    lease=lease,
-                )
+                kv.create_revision = rev
+                kv.version = 1
+            kv.key = key
+            kv.mod_revision = rev
+            kv.value = value
+            kv.lease = lease
             raw = kv.SerializeToString()
             txn.put(_REV_PACK(rev, b"_", 0), raw, db=key_db, append=True)
         except lmdb.MapFullError as exc:
@@ -169,18 +172,18 @@ class WriteBatch:
         else:
             entry.append(packed)  # type: ignore[union-attr]
         if self._hooks is not None:
-            if prev is not None and prev.lease:
-                self._hook(False, prev.lease, key)
-            if kv.lease:
-                self._hook(True, kv.lease, key)
+            if prev_lease:
+                self._hook(False, prev_lease, key)
+            if lease:
+                self._hook(True, lease, key)
         self._space_left -= cost
         self._cost += cost
         store._rev = rev
         self.revisions.append((rev, [(key, raw, prev_raw)]))
         resp = rpc_pb2.PutResponse()
         resp.header.revision = rev
-        if prev is not None and req.prev_kv:
-            resp.prev_kv.CopyFrom(prev)
+        if prev_raw is not None and req.prev_kv:
+            resp.prev_kv.ParseFromString(prev_raw)
         return resp
 
     def delete_range(self, req: rpc_pb2.DeleteRangeRequest) -> rpc_pb2.DeleteRangeResponse:
@@ -252,7 +255,11 @@ class WriteBatch:
     def delete_raw(self, db: str, key: bytes) -> None:
         self._check_usable()
         assert db != "key", "the key database is written through MVCC requests only"
-        self._txn.delete(key, db=self._backend.dbs[db])
+        try:
+            self._txn.delete(key, db=self._backend.dbs[db])
+        except lmdb.MapFullError as exc:  # copy-on-write: a delete needs pages too
+            self._broken = True
+            raise errors.BackendFullError() from exc
         self._raw_ops.append((db, key, None))
 
     def get_raw(self, db: str, key: bytes) -> bytes | None:
