@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from petcd import errors
-from petcd.mvcc import Backend, WatchableStore, WatchStream, validate
+from petcd.mvcc import Backend, WatchableStore, WatchStream, validate, watchable
 from petcd.pb import rpc_pb2
 from tests.mvcc.conftest import FakeLessor
 from tests.mvcc.model import Model, ModelEvent, in_range
@@ -182,6 +182,9 @@ class MVCCMachine(RuleBasedStateMachine):
         self.committed_cur = 1
         self.watches: list[TrackedWatch] = []
         self.streams: list[WatchStream] = []
+        # tiny bounds so that bounded catch-up scans and 1000-revision batches are exercised
+        self._bounds = (watchable.SYNC_SCAN_MAX_ENTRIES, watchable.MAX_REVISIONS_PER_BATCH)
+        watchable.SYNC_SCAN_MAX_ENTRIES, watchable.MAX_REVISIONS_PER_BATCH = 3, 2
 
     def teardown(self) -> None:
         try:
@@ -189,6 +192,7 @@ class MVCCMachine(RuleBasedStateMachine):
                 self.abort()
             self.drain()
         finally:
+            watchable.SYNC_SCAN_MAX_ENTRIES, watchable.MAX_REVISIONS_PER_BATCH = self._bounds
             self.backend.close()
             shutil.rmtree(self.dir, ignore_errors=True)
 

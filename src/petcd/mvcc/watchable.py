@@ -422,13 +422,14 @@ class WatchableStore(KVStore):
                     event = plain
                 per_watcher.setdefault(w, []).append(event)
         for w in watchers:
-            next_rev = stop_at.get(w, last_full + 1)
+            # a watcher ahead of a truncated scan keeps its place (never moves back)
+            next_rev = stop_at.get(w, max(w.min_rev, last_full + 1))
             self._deliver_catch_up(w, per_watcher.get(w), next_rev, cur)
 
     def _deliver_catch_up(
         self, w: _Watcher, events: list[Any] | None, next_rev: int, cur: int
     ) -> None:
-        assert next_rev > w.min_rev - 1
+        assert next_rev >= w.min_rev, "a watcher never goes back in revisions"
         if events:
             batch = WatchBatch(w.id, events, next_rev - 1)
             if not w.stream._send(batch):
