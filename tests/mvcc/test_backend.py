@@ -11,7 +11,7 @@ import lmdb
 import pytest
 
 from petcd import errors
-from petcd.mvcc import DB_NAMES, Backend, WatchableStore
+from petcd.mvcc import DB_NAMES, Backend, WatchableStore, snapshot
 from petcd.pb import rpc_pb2 as rpc
 from tests.mvcc.test_kv import put
 
@@ -196,4 +196,30 @@ def test_corrupt_files_are_refused(tmp_path: pathlib.Path) -> None:
     backend = Backend(path)
     with pytest.raises(errors.CorruptFileError):
         WatchableStore(backend)
+    backend.close()
+
+
+def test_snapshot_stream_round_trip(db_path: str, tmp_path: pathlib.Path) -> None:
+    backend = Backend(db_path)
+    store = WatchableStore(backend)
+    fill(store, 2000)
+    copy = str(tmp_path / "copy.db")
+    backend.copy_to(copy)
+    backend.release_copy(copy)
+    received = tmp_path / "received.db"
+    parts = list(snapshot.chunks(copy))
+    assert all(len(blob) <= snapshot.CHUNK_BYTES for blob, _ in parts)
+    assert [left for _, left in parts][-2:] == [0, 0]  # last data chunk, then the digest
+    received.write_bytes(b"".join(blob for blob, _ in parts))  # as etcdctl saves it
+    assert snapshot.strip_trailer(str(received)) is True
+    assert received.read_bytes() == pathlib.Path(copy).read_bytes()
+    assert snapshot.strip_trailer(str(received)) is False
+    expected = all_kvs(store)
+    fill(store, 10, b"later", prefix=b"zz")
+    store.restore(str(received))
+    assert all_kvs(store) == expected
+    damaged = tmp_path / "damaged.db"
+    damaged.write_bytes(b"".join(blob for blob, _ in parts)[:-1] + b"\0")
+    with pytest.raises(errors.CorruptFileError):
+        snapshot.strip_trailer(str(damaged))
     backend.close()

@@ -8,7 +8,7 @@ See kvstore.py (reads, compaction, hashes), write_batch.py (writes), watchable.p
 and backend.py (LMDB, copies, defragmentation, restore).
 """
 
-from petcd.mvcc import validate
+from petcd.mvcc import snapshot, validate
 from petcd.mvcc.backend import DB_NAMES, Backend, CopyInfo
 from petcd.mvcc.kvstore import Compaction, KVStore, LeaseHooks
 from petcd.mvcc.watchable import WatchableStore, WatchBatch, WatchStream
@@ -25,5 +25,6 @@ __all__ = [
     "WatchStream",
     "WatchableStore",
     "WriteBatch",
+    "snapshot",
     "validate",
 ]

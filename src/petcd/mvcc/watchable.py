@@ -436,10 +436,12 @@ class WatchableStore(KVStore):
                 self._make_victim(w, batch, next_rev)
                 return
         w.min_rev = next_rev
+        self._unsynced.pop(w, None)
         if next_rev > cur:
-            self._unsynced.pop(w, None)
             w.state = _SYNCED
             self._synced.add(w)
+        else:
+            self._unsynced[w] = None  # to the back: the next pass serves the others first
 
     def _backend_event(self, key: bytes, raw: bytes, packed: int, with_prev: bool) -> Any:
         rev = packed >> 33
