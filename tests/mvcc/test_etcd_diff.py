@@ -6,7 +6,9 @@ which is all the store sets) and errors must be the same classes."""
 from __future__ import annotations
 
 import os
+import queue
 import random
+import threading
 from typing import Any
 
 import grpc
@@ -197,5 +199,130 @@ def test_random_history_matches_etcd_3_5(etcd35: EtcdProcess, tmp_path: Any) -> 
     assert (
         store.current_revision == kv.Range(rpc.RangeRequest(key=b"a"), timeout=10).header.revision
     )
+    channel.close()
+    backend.close()
+
+
+class EtcdWatch:
+    """One etcd Watch stream with one watcher, read by a thread into a bounded queue."""
+
+    def __init__(self, stub: Any, create: rpc.WatchCreateRequest) -> None:
+        self.out: queue.Queue[Any] = queue.Queue(maxsize=10_000)
+        self.done = threading.Event()
+
+        def requests() -> Any:
+            yield rpc.WatchRequest(create_request=create)
+            self.done.wait(60)
+
+        self.call = stub.Watch(requests(), timeout=60)
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        try:
+            for resp in self.call:
+                self.out.put(resp, timeout=10)
+        except grpc.RpcError:
+            pass
+
+    def responses(self, want_events: int, want_canceled: bool) -> list[Any]:
+        """Responses until `want_events` events (or a cancel) have arrived."""
+        got: list[Any] = []
+        events = 0
+        while events < want_events or (want_canceled and not any(r.canceled for r in got)):
+            resp = self.out.get(timeout=10)
+            got.append(resp)
+            events += len(resp.events)
+        return got
+
+    def close(self) -> None:
+        self.done.set()
+        self.call.cancel()
+
+
+def test_watch_events_match_etcd_3_5(etcd35: EtcdProcess, tmp_path: Any) -> None:
+    channel = grpc.insecure_channel(etcd35.endpoint)
+    kv = rpc_pb2_grpc.KVStub(channel)
+    watch = rpc_pb2_grpc.WatchStub(channel)
+    backend = Backend(str(tmp_path / "db"))
+    store = WatchableStore(backend, FakeLessor({1}))
+    seed = int(os.environ.get("MVCC_DIFF_SEED", random.randrange(1 << 30)))
+    rng = random.Random(seed)
+    gen = Gen(rng, lambda: store.current_revision)
+
+    def write_some(n: int) -> None:
+        for _ in range(n):
+            if rng.random() < 0.7:
+                req: Any = gen.put()
+                req.lease = 0
+                req.ignore_lease = False
+                store_fn, etcd_fn = "put", kv.Put
+            elif rng.random() < 0.5:
+                req = gen.delete()
+                store_fn, etcd_fn = "delete_range", kv.DeleteRange
+            else:
+                req = rpc.TxnRequest(
+                    success=[
+                        rpc.RequestOp(request_put=rpc.PutRequest(key=k, value=b"t"))
+                        for k in rng.sample(KEYS, 2)
+                    ]
+                )
+                store_fn, etcd_fn = "txn", kv.Txn
+            b = store.write_batch()
+            try:
+                got = store_call(getattr(b, store_fn), req)
+            finally:
+                b.commit()
+            assert got == etcd_call(etcd_fn, req), f"seed {seed}: {req}"
+
+    write_some(60)
+    b = store.write_batch()
+    b.compact(10)
+    b.commit()
+    kv.Compact(rpc.CompactionRequest(revision=10), timeout=10)
+    watchers = []
+    for _ in range(12):
+        create = rpc.WatchCreateRequest(
+            key=gen.key(),
+            range_end=rng.choice([b"", b"\x00", b"c", b"f"]),
+            start_revision=rng.choice([0, 5, 10, 11, rng.randint(11, store.current_revision)]),
+            prev_kv=rng.random() < 0.5,
+            filters=rng.sample(
+                [rpc.WatchCreateRequest.NOPUT, rpc.WatchCreateRequest.NODELETE], rng.randint(0, 1)
+            ),
+        )
+        if create.range_end not in (b"", b"\x00") and create.key >= create.range_end:
+            create.range_end = b""  # an empty range fails creation in both
+        stream = store.new_watch_stream(lambda: None, 1000)
+        stream.watch(
+            create.key,
+            create.range_end,
+            create.start_revision,
+            no_put=rpc.WatchCreateRequest.NOPUT in create.filters,
+            no_delete=rpc.WatchCreateRequest.NODELETE in create.filters,
+            prev_kv=create.prev_kv,
+        )
+        watchers.append((create, stream, EtcdWatch(watch, create)))
+    store.sync_watchers()
+    write_some(40)
+    for _ in range(5):
+        store.sync_watchers()
+    compared: list[int] = []
+    for create, stream, etcd_watch in watchers:
+        ours = stream.poll()
+        want_events = sum(len(b.events) for b in ours)
+        canceled = any(b.canceled for b in ours)
+        theirs = etcd_watch.responses(want_events, canceled)
+        etcd_watch.close()
+        assert theirs[0].created
+        mine = [e.SerializeToString() for b in ours for e in b.events]
+        etcds = [e.SerializeToString() for r in theirs for e in r.events]
+        assert mine == etcds, f"seed {seed} watch {create}"
+        compared.append(len(mine))
+        if canceled:
+            assert [b.compact_revision for b in ours if b.canceled] == [
+                r.compact_revision for r in theirs if r.canceled
+            ]
+    assert sum(compared) > 50, compared  # the streams were not trivially empty
     channel.close()
     backend.close()
