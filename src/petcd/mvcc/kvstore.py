@@ -577,7 +577,7 @@ class KVStore:
         compact_rev = self._committed_compact_rev
         if rev > cur:
             raise errors.FutureRevisionError()
-        if rev > 0 and rev < compact_rev:
+        if rev > 0 and rev <= compact_rev:  # etcd 3.5: the compact revision itself too
             raise errors.CompactedError()
         rev = cur if rev <= 0 else rev
         entries = self.index.entries
@@ -603,6 +603,8 @@ class KVStore:
     def restore(self, snapshot_backend_path: str) -> None:
         """Replace the whole backend (raft snapshot install) and rebuild the index."""
         assert self._batch is None, "restore inside a write batch"
+        for compaction in self._compactions:
+            compaction.done = True  # superseded: the restored backend has its own marks
         self.backend.replace_with(snapshot_backend_path)
         self._load()
 
