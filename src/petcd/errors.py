@@ -555,7 +555,7 @@ class FrameError(TransportError):
 
 
 class SnapshotTransferError(TransportError):
-    """A streamed snapshot failed: a chunk CRC, the SHA-256, its size, or an I/O error."""
+    """A streamed snapshot failed: its CRC-32, its size, a stall, or an I/O error."""
 
     code = GrpcCode.DATA_LOSS
 

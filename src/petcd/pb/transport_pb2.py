@@ -25,19 +25,19 @@ _sym_db = _symbol_database.Default()
 from petcd.pb import raft_pb2 as petcd_dot_pb_dot_raft__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18petcd/pb/transport.proto\x12\x11petcd.transportpb\x1a\x13petcd/pb/raft.proto\"\x81\x01\n\x05Hello\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12+\n\x04kind\x18\x02 \x01(\x0e\x32\x1d.petcd.transportpb.StreamKind\x12\x11\n\tmember_id\x18\x03 \x01(\x04\x12\x12\n\ncluster_id\x18\x04 \x01(\x04\x12\n\n\x02to\x18\x05 \x01(\x04\"\x88\x01\n\x08HelloAck\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x11\n\tmember_id\x18\x02 \x01(\x04\x12\x12\n\ncluster_id\x18\x03 \x01(\x04\x12+\n\x07refusal\x18\x04 \x01(\x0e\x32\x1a.petcd.transportpb.Refusal\x12\x0e\n\x06reason\x18\x05 \x01(\t\"0\n\x05\x42\x61tch\x12\'\n\x08messages\x18\x01 \x03(\x0b\x32\x15.petcd.raftpb.Message\"L\n\x0eSnapshotHeader\x12&\n\x07message\x18\x01 \x01(\x0b\x32\x15.petcd.raftpb.Message\x12\x12\n\nsize_bytes\x18\x02 \x01(\x04\"<\n\rSnapshotChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\r\n\x05\x63rc32\x18\x02 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\x1d\n\x0bSnapshotEnd\x12\x0e\n\x06sha256\x18\x01 \x01(\x0c\",\n\x0eSnapshotResult\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\"M\n\nRpcRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x12\n\ntimeout_ms\x18\x04 \x01(\r\"\x83\x01\n\x0bRpcResponse\x12\n\n\x02id\x18\x01 \x01(\x04\x12,\n\x06status\x18\x02 \x01(\x0e\x32\x1c.petcd.transportpb.RpcStatus\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x12\n\nerror_code\x18\x04 \x01(\r\x12\x15\n\rerror_message\x18\x05 \x01(\t\"\xf5\x03\n\x05\x46rame\x12)\n\x05hello\x18\x01 \x01(\x0b\x32\x18.petcd.transportpb.HelloH\x00\x12\x30\n\thello_ack\x18\x02 \x01(\x0b\x32\x1b.petcd.transportpb.HelloAckH\x00\x12)\n\x05\x62\x61tch\x18\x03 \x01(\x0b\x32\x18.petcd.transportpb.BatchH\x00\x12<\n\x0fsnapshot_header\x18\x04 \x01(\x0b\x32!.petcd.transportpb.SnapshotHeaderH\x00\x12:\n\x0esnapshot_chunk\x18\x05 \x01(\x0b\x32 .petcd.transportpb.SnapshotChunkH\x00\x12\x36\n\x0csnapshot_end\x18\x06 \x01(\x0b\x32\x1e.petcd.transportpb.SnapshotEndH\x00\x12<\n\x0fsnapshot_result\x18\x07 \x01(\x0b\x32!.petcd.transportpb.SnapshotResultH\x00\x12\x34\n\x0brpc_request\x18\x08 \x01(\x0b\x32\x1d.petcd.transportpb.RpcRequestH\x00\x12\x36\n\x0crpc_response\x18\t \x01(\x0b\x32\x1e.petcd.transportpb.RpcResponseH\x00\x42\x06\n\x04\x62ody*c\n\nStreamKind\x12\x1b\n\x17STREAM_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fSTREAM_MESSAGES\x10\x01\x12\x13\n\x0fSTREAM_SNAPSHOT\x10\x02\x12\x0e\n\nSTREAM_RPC\x10\x03*\xb4\x01\n\x07Refusal\x12\x10\n\x0cREFUSAL_NONE\x10\x00\x12\x1f\n\x1bREFUSAL_CLUSTER_ID_MISMATCH\x10\x01\x12\x18\n\x14REFUSAL_WRONG_MEMBER\x10\x02\x12\x1c\n\x18REFUSAL_PROTOCOL_VERSION\x10\x03\x12\x15\n\x11REFUSAL_BAD_HELLO\x10\x04\x12\x10\n\x0cREFUSAL_BUSY\x10\x05\x12\x15\n\x11REFUSAL_NOT_READY\x10\x06*n\n\tRpcStatus\x12\n\n\x06RPC_OK\x10\x00\x12\x13\n\x0fRPC_PETCD_ERROR\x10\x01\x12\x16\n\x12RPC_HANDLER_FAILED\x10\x02\x12\x16\n\x12RPC_UNKNOWN_METHOD\x10\x03\x12\x10\n\x0cRPC_DEADLINE\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18petcd/pb/transport.proto\x12\x11petcd.transportpb\x1a\x13petcd/pb/raft.proto\"\x81\x01\n\x05Hello\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12+\n\x04kind\x18\x02 \x01(\x0e\x32\x1d.petcd.transportpb.StreamKind\x12\x11\n\tmember_id\x18\x03 \x01(\x04\x12\x12\n\ncluster_id\x18\x04 \x01(\x04\x12\n\n\x02to\x18\x05 \x01(\x04\"\x88\x01\n\x08HelloAck\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x11\n\tmember_id\x18\x02 \x01(\x04\x12\x12\n\ncluster_id\x18\x03 \x01(\x04\x12+\n\x07refusal\x18\x04 \x01(\x0e\x32\x1a.petcd.transportpb.Refusal\x12\x0e\n\x06reason\x18\x05 \x01(\t\"0\n\x05\x42\x61tch\x12\'\n\x08messages\x18\x01 \x03(\x0b\x32\x15.petcd.raftpb.Message\"L\n\x0eSnapshotHeader\x12&\n\x07message\x18\x01 \x01(\x0b\x32\x15.petcd.raftpb.Message\x12\x12\n\nsize_bytes\x18\x02 \x01(\x04\"<\n\rSnapshotChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\r\n\x05\x63rc32\x18\x02 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"6\n\x0bSnapshotEnd\x12\x12\n\nsize_bytes\x18\x02 \x01(\x04\x12\r\n\x05\x63rc32\x18\x03 \x01(\rJ\x04\x08\x01\x10\x02\",\n\x0eSnapshotResult\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\"M\n\nRpcRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x12\n\ntimeout_ms\x18\x04 \x01(\r\"\x83\x01\n\x0bRpcResponse\x12\n\n\x02id\x18\x01 \x01(\x04\x12,\n\x06status\x18\x02 \x01(\x0e\x32\x1c.petcd.transportpb.RpcStatus\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x12\n\nerror_code\x18\x04 \x01(\r\x12\x15\n\rerror_message\x18\x05 \x01(\t\"\xf5\x03\n\x05\x46rame\x12)\n\x05hello\x18\x01 \x01(\x0b\x32\x18.petcd.transportpb.HelloH\x00\x12\x30\n\thello_ack\x18\x02 \x01(\x0b\x32\x1b.petcd.transportpb.HelloAckH\x00\x12)\n\x05\x62\x61tch\x18\x03 \x01(\x0b\x32\x18.petcd.transportpb.BatchH\x00\x12<\n\x0fsnapshot_header\x18\x04 \x01(\x0b\x32!.petcd.transportpb.SnapshotHeaderH\x00\x12:\n\x0esnapshot_chunk\x18\x05 \x01(\x0b\x32 .petcd.transportpb.SnapshotChunkH\x00\x12\x36\n\x0csnapshot_end\x18\x06 \x01(\x0b\x32\x1e.petcd.transportpb.SnapshotEndH\x00\x12<\n\x0fsnapshot_result\x18\x07 \x01(\x0b\x32!.petcd.transportpb.SnapshotResultH\x00\x12\x34\n\x0brpc_request\x18\x08 \x01(\x0b\x32\x1d.petcd.transportpb.RpcRequestH\x00\x12\x36\n\x0crpc_response\x18\t \x01(\x0b\x32\x1e.petcd.transportpb.RpcResponseH\x00\x42\x06\n\x04\x62ody*c\n\nStreamKind\x12\x1b\n\x17STREAM_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fSTREAM_MESSAGES\x10\x01\x12\x13\n\x0fSTREAM_SNAPSHOT\x10\x02\x12\x0e\n\nSTREAM_RPC\x10\x03*\xb4\x01\n\x07Refusal\x12\x10\n\x0cREFUSAL_NONE\x10\x00\x12\x1f\n\x1bREFUSAL_CLUSTER_ID_MISMATCH\x10\x01\x12\x18\n\x14REFUSAL_WRONG_MEMBER\x10\x02\x12\x1c\n\x18REFUSAL_PROTOCOL_VERSION\x10\x03\x12\x15\n\x11REFUSAL_BAD_HELLO\x10\x04\x12\x10\n\x0cREFUSAL_BUSY\x10\x05\x12\x15\n\x11REFUSAL_NOT_READY\x10\x06*n\n\tRpcStatus\x12\n\n\x06RPC_OK\x10\x00\x12\x13\n\x0fRPC_PETCD_ERROR\x10\x01\x12\x16\n\x12RPC_HANDLER_FAILED\x10\x02\x12\x16\n\x12RPC_UNKNOWN_METHOD\x10\x03\x12\x10\n\x0cRPC_DEADLINE\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'petcd.pb.transport_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STREAMKIND']._serialized_start=1323
-  _globals['_STREAMKIND']._serialized_end=1422
-  _globals['_REFUSAL']._serialized_start=1425
-  _globals['_REFUSAL']._serialized_end=1605
-  _globals['_RPCSTATUS']._serialized_start=1607
-  _globals['_RPCSTATUS']._serialized_end=1717
+  _globals['_STREAMKIND']._serialized_start=1348
+  _globals['_STREAMKIND']._serialized_end=1447
+  _globals['_REFUSAL']._serialized_start=1450
+  _globals['_REFUSAL']._serialized_end=1630
+  _globals['_RPCSTATUS']._serialized_start=1632
+  _globals['_RPCSTATUS']._serialized_end=1742
   _globals['_HELLO']._serialized_start=69
   _globals['_HELLO']._serialized_end=198
   _globals['_HELLOACK']._serialized_start=201
@@ -49,13 +49,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SNAPSHOTCHUNK']._serialized_start=467
   _globals['_SNAPSHOTCHUNK']._serialized_end=527
   _globals['_SNAPSHOTEND']._serialized_start=529
-  _globals['_SNAPSHOTEND']._serialized_end=558
-  _globals['_SNAPSHOTRESULT']._serialized_start=560
-  _globals['_SNAPSHOTRESULT']._serialized_end=604
-  _globals['_RPCREQUEST']._serialized_start=606
-  _globals['_RPCREQUEST']._serialized_end=683
-  _globals['_RPCRESPONSE']._serialized_start=686
-  _globals['_RPCRESPONSE']._serialized_end=817
-  _globals['_FRAME']._serialized_start=820
-  _globals['_FRAME']._serialized_end=1321
+  _globals['_SNAPSHOTEND']._serialized_end=583
+  _globals['_SNAPSHOTRESULT']._serialized_start=585
+  _globals['_SNAPSHOTRESULT']._serialized_end=629
+  _globals['_RPCREQUEST']._serialized_start=631
+  _globals['_RPCREQUEST']._serialized_end=708
+  _globals['_RPCRESPONSE']._serialized_start=711
+  _globals['_RPCRESPONSE']._serialized_end=842
+  _globals['_FRAME']._serialized_start=845
+  _globals['_FRAME']._serialized_end=1346
 # @@protoc_insertion_point(module_scope)

@@ -102,10 +102,12 @@ class SnapshotChunk(_message.Message):
     def __init__(self, offset: _Optional[int] = ..., crc32: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class SnapshotEnd(_message.Message):
-    __slots__ = ("sha256",)
-    SHA256_FIELD_NUMBER: _ClassVar[int]
-    sha256: bytes
-    def __init__(self, sha256: _Optional[bytes] = ...) -> None: ...
+    __slots__ = ("size_bytes", "crc32")
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CRC32_FIELD_NUMBER: _ClassVar[int]
+    size_bytes: int
+    crc32: int
+    def __init__(self, size_bytes: _Optional[int] = ..., crc32: _Optional[int] = ...) -> None: ...
 
 class SnapshotResult(_message.Message):
     __slots__ = ("ok", "reason")

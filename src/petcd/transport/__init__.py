@@ -29,8 +29,8 @@ Guarantees:
 - `send()` drops (and reports the peer unreachable, once per loop iteration) when the peer is
   disconnected, its queue is full, or a message is larger than a frame; everything sent to a
   peer within one loop iteration goes out as one frame;
-- a snapshot travels on its own connection in CRC-checked chunks with a SHA-256 over the
-  file; the receiver fsyncs and renames it to `snapshot_path_for(index)` before
+- a snapshot travels on its own connection in chunks carrying a running CRC-32 of the file;
+  the receiver checks it, fsyncs and renames the file to `snapshot_path_for(index)` before
   `on_snapshot(message, path)`; heartbeats keep flowing on the message connection meanwhile;
 - a peer of another cluster (or another member at the expected URL) is refused in the
   handshake, logged as an error on both sides; `call()` raises PeerClusterIdMismatchError;

@@ -41,7 +41,6 @@ class Faults:
         "_blocked_out",
         "_rng",
         "corrupt_snapshot_chunk",
-        "corrupt_snapshot_keep_crc",
         "delay_s",
         "drop_rate",
     )
@@ -54,8 +53,6 @@ class Faults:
         self.delay_s = 0.0
         #: Index (0-based) of the snapshot chunk to damage after its CRC is computed.
         self.corrupt_snapshot_chunk: int | None = None
-        #: Recompute the damaged chunk's CRC, so only the whole-file SHA-256 can catch it.
-        self.corrupt_snapshot_keep_crc = False
 
     def partition(self, members: Iterable[int], direction: Direction = "both") -> None:
         ids = set(members)
@@ -81,7 +78,6 @@ class Faults:
         self.drop_rate = 0.0
         self.delay_s = 0.0
         self.corrupt_snapshot_chunk = None
-        self.corrupt_snapshot_keep_crc = False
 
     @property
     def partitioned_out(self) -> frozenset[int]:

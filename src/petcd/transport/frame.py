@@ -113,45 +113,62 @@ def frame_bytes(payload: bytes) -> bytes:
 class FrameDecoder:
     """Cuts a byte stream into frame payloads (encoded transportpb.Frame messages).
 
-    Invariant: `_buffer` holds no complete frame between calls to `feed`, and never more than
-    `frame_bytes_max + LENGTH_BYTES` bytes plus the last piece fed.
+    Payloads are returned as memoryviews over the bytes fed in (or over one join of them), so
+    a large frame that arrives in many reads is copied exactly once, when its last piece
+    arrives; protobuf parses memoryviews directly.
+
+    Invariants: `_pieces` never holds a complete frame between calls to `feed`; it holds at
+    most `frame_bytes_max + LENGTH_BYTES` bytes plus the last piece fed; `_need` is the number
+    of bytes `_pieces` must reach before it is worth looking at again.
     """
 
-    __slots__ = ("_buffer", "_failed", "frame_bytes_max")
+    __slots__ = ("_buffered", "_failed", "_need", "_pieces", "frame_bytes_max")
 
     def __init__(self, frame_bytes_max: int = FRAME_BYTES_MAX_DEFAULT) -> None:
         assert frame_bytes_max > 0
         self.frame_bytes_max = frame_bytes_max
-        self._buffer = bytearray()
+        self._pieces: list[bytes | memoryview] = []
+        self._buffered = 0
+        self._need = 0
         self._failed = False
 
     @property
     def buffered_bytes(self) -> int:
-        return len(self._buffer)
+        return self._buffered
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: bytes) -> list[memoryview]:
         """Every frame payload completed by `data`, in order; raises FrameError on a bad length."""
         assert not self._failed, "a decoder that raised FrameError must not be fed again"
-        buffer = self._buffer
-        if not buffer:
-            frames, used = self._cut(data)
-            if used < len(data):
-                buffer += data[used:] if used else data
-            return frames
-        buffer += data
-        frames, used = self._cut(buffer)
-        if used:
-            del buffer[:used]
+        if self._pieces:
+            self._pieces.append(data)
+            self._buffered += len(data)
+            if self._buffered < self._need:
+                return []
+            data = b"".join(self._pieces)
+            self._pieces = []
+            self._buffered = 0
+        view = memoryview(data)
+        frames, used = self._cut(view)
+        if used < len(view):
+            rest = view[used:]
+            self._pieces = [rest]
+            self._buffered = len(rest)
+            self._need = self._frame_end(rest) if len(rest) >= LENGTH_BYTES else LENGTH_BYTES
+            assert self._need > self._buffered
         return frames
 
-    def _cut(self, data: bytes | bytearray) -> tuple[list[bytes], int]:
-        frames: list[bytes] = []
+    def _frame_end(self, view: memoryview) -> int:
+        (length,) = LENGTH.unpack_from(view, 0)
+        return LENGTH_BYTES + int(length)
+
+    def _cut(self, view: memoryview) -> tuple[list[memoryview], int]:
+        frames: list[memoryview] = []
         position = 0
-        end = len(data)
+        end = len(view)
         limit = self.frame_bytes_max
         unpack = LENGTH.unpack_from
         while end - position >= LENGTH_BYTES:
-            (length,) = unpack(data, position)
+            (length,) = unpack(view, position)
             if length > limit:
                 self._failed = True
                 raise FrameError(f"frame of {length} bytes exceeds the limit of {limit}")
@@ -161,7 +178,7 @@ class FrameDecoder:
             stop = position + LENGTH_BYTES + length
             if stop > end:
                 break
-            frames.append(bytes(data[position + LENGTH_BYTES : stop]))
+            frames.append(view[position + LENGTH_BYTES : stop])
             position = stop
         assert position <= end
         return frames, position

@@ -25,7 +25,7 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, cast
 
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 
@@ -78,13 +78,16 @@ class Link(asyncio.Protocol):
         self._stall_timeout_s = stall_timeout_s
         self._stall_timer: asyncio.TimerHandle | None = None
         self._drain_waiters: list[asyncio.Future[None]] = []
+        self._held = False
+        self._backlog: list[memoryview] = []
 
     # --- asyncio.Protocol ----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's TLS transport is not an asyncio.Transport subclass, but has its methods.
+        assert hasattr(transport, "write") and hasattr(transport, "pause_reading")
         assert self.transport is None
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)
         if self._on_made is not None:
             self._on_made(self)
 
@@ -96,11 +99,20 @@ class Link(asyncio.Protocol):
         except FrameError as exc:
             self.protocol_error(exc.reason)
             return
-        for payload in payloads:
+        if self._held or self._backlog:
+            self._backlog.extend(payloads)
+            return
+        self._dispatch(payloads)
+
+    def _dispatch(self, payloads: list[memoryview]) -> None:
+        for i, payload in enumerate(payloads):
             if self.done:
                 return
+            if self._held:
+                self._backlog.extend(payloads[i:])
+                return
             try:
-                frame = tpb.Frame.FromString(payload)
+                frame = tpb.Frame.FromString(payload)  # type: ignore[arg-type]
             except DecodeError as exc:
                 self.protocol_error(f"undecodable frame: {exc}")
                 return
@@ -143,6 +155,32 @@ class Link(asyncio.Protocol):
         handler = self.handler
         if handler is not None:
             handler.link_lost(exc)
+
+    # --- flow control of incoming frames -------------------------------------------------------
+
+    def hold(self) -> None:
+        """Stop handing frames to the handler (and reading) until `release()`.
+
+        Frames already read stay in a backlog bounded by one read of the socket: with reading
+        paused, no more data arrives.
+        """
+        if self._held or self.done:
+            return
+        self._held = True
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.pause_reading()
+
+    def release(self) -> None:
+        if not self._held or self.done:
+            return
+        self._held = False
+        backlog = self._backlog
+        self._backlog = []
+        self._dispatch(backlog)
+        transport = self.transport
+        if not self._held and not self.done and transport is not None:
+            transport.resume_reading()
 
     # --- writing and closing -------------------------------------------------------------------
 
@@ -284,8 +322,11 @@ async def dial(
             ack = await waiter.future
         check_ack(target, hello, ack)
     except BaseException as exc:
+        # Nobody will await the waiter any more: no "exception was never retrieved" later.
         if not waiter.future.done():
-            waiter.future.cancel()  # nobody will await it: no "exception never retrieved"
+            waiter.future.cancel()
+        elif not waiter.future.cancelled():
+            waiter.future.exception()
         if link is not None:
             link.abort()
         if isinstance(exc, TimeoutError):

@@ -140,6 +140,7 @@ class OutboundPeer:
             return
         stats = self.stats
         stats.sent_messages += count
+        stats.sent_frames += len(frames)
         for frame in frames:
             stats.sent_bytes += len(frame)
 

@@ -29,6 +29,8 @@ class TransportLimits:
     backoff_initial_s: float = 0.05
     backoff_max_s: float = 1.0
     snapshot_chunk_bytes: int = 1 * MIB
+    #: Cap on the bandwidth of one outgoing snapshot (0: none, as etcd).
+    snapshot_send_bytes_per_s: int = 0
     snapshot_bytes_max: int = 64 * 1024 * MIB
     #: Snapshot streams received at once (more are refused as busy).
     snapshot_streams_max: int = 4
@@ -47,6 +49,8 @@ class TransportLimits:
     def validate(self) -> None:
         for name in self.__slots__:
             value = getattr(self, name)
+            if name == "snapshot_send_bytes_per_s" and value == 0:
+                continue
             if not value > 0:
                 raise TransportConfigError(f"limit {name} must be positive, not {value!r}")
         if self.snapshot_chunk_bytes + 64 > self.frame_bytes_max:
@@ -63,8 +67,10 @@ class PeerStats:
 
     sent_messages: int = 0
     sent_bytes: int = 0
+    sent_frames: int = 0
     received_messages: int = 0
     received_bytes: int = 0
+    received_frames: int = 0
     #: Messages dropped because the peer was disconnected, its queue full, or one was too big.
     send_failures: int = 0
     #: Messages dropped by fault injection (partition, drop rate), both directions.

@@ -121,7 +121,6 @@ class RpcServerSession:
         self.caller_id = caller_id
         self.label = f"{caller_id:x}" if caller_id else link.label
         self._tasks: set[asyncio.Task[None]] = set()
-        self._reading_paused = False
 
     def frame_received(self, frame: tpb.Frame, size_bytes: int) -> None:
         if frame.WhichOneof("body") != "rpc_request":
@@ -139,7 +138,7 @@ class RpcServerSession:
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         if len(self._tasks) >= owner.limits.rpc_inflight_max:
-            self._pause_reading(True)
+            self.link.hold()
 
     async def _serve(self, request: tpb.RpcRequest, handler: Handler) -> None:
         timeout_s = request.timeout_ms / 1000 if request.timeout_ms else HANDLER_TIMEOUT_DEFAULT_S
@@ -178,18 +177,8 @@ class RpcServerSession:
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        if len(self._tasks) < self.owner.limits.rpc_inflight_max // 2 + 1:
-            self._pause_reading(False)
-
-    def _pause_reading(self, pause: bool) -> None:
-        transport = self.link.transport
-        if pause == self._reading_paused or transport is None or transport.is_closing():
-            return
-        self._reading_paused = pause
-        if pause:
-            transport.pause_reading()
-        else:
-            transport.resume_reading()
+        if len(self._tasks) < self.owner.limits.rpc_inflight_max:
+            self.link.release()
 
     def link_lost(self, exc: Exception | None) -> None:
         for task in list(self._tasks):

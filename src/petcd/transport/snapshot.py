@@ -8,23 +8,29 @@ on the loop is bounded by one chunk.
 Sender (`send_snapshot_stream`, one task per transfer, at most one per peer):
 
     dial STREAM_SNAPSHOT -> SnapshotHeader(message, size_bytes)
-    repeat: read a chunk in a worker thread (also: CRC-32 and the running SHA-256),
-            write SnapshotChunk(offset, crc32, data), wait until the socket buffer drains
-    SnapshotEnd(sha256) -> wait for SnapshotResult -> report_snapshot(peer, ok)
+    repeat: read the next chunk in a worker thread (one read ahead), with the running CRC-32
+            of the file so far; write SnapshotChunk(offset, crc32, data); wait until the socket
+            buffer drains (and, with snapshot_send_bytes_per_s, until the rate allows more)
+    SnapshotEnd(size_bytes, crc32) -> wait for SnapshotResult -> report_snapshot(peer, ok)
 
 Receiver (`SnapshotReceiver`, the handler of an accepted snapshot connection):
 
     SnapshotHeader: check it (a MSG_SNAP to us from the connection's member, index > 0, size
                     within limits), path = snapshot_path_for(index), write to path + ".part"
     SnapshotChunk:  must continue exactly at the bytes received so far; queued for a worker
-                    thread that checks the CRC, updates the SHA-256 and writes; reading from
+                    thread that extends the running CRC-32, compares it and writes; reading from
                     the socket pauses while the queue holds more than snapshot_queue_bytes_max
-    SnapshotEnd:    size and SHA-256 must match; fsync the file, rename it to path, fsync the
+    SnapshotEnd:    size and CRC-32 must match; fsync the file, rename it to path, fsync the
                     directory, call on_snapshot(message, path), answer SnapshotResult(ok)
 
-Any failure on the receiver (bad CRC, bad digest, short file, I/O error, a stall) removes the
-partial file, answers SnapshotResult(ok=False, reason) when the connection still works, and
-never calls on_snapshot. The sender reports failure unless it got ok=True.
+Why a running CRC-32 and not a CRC per chunk plus a SHA-256: one pass over the data per side
+instead of two (checksums were most of the CPU a transfer costs), and it still catches a
+damaged chunk at that chunk and a lost, repeated or reordered chunk anywhere. It guards against
+accidents, not an attacker: TLS does that.
+
+Any failure on the receiver (bad CRC, short file, I/O error, a stall) removes the partial
+file, answers SnapshotResult(ok=False, reason) when the connection still works, and never calls
+on_snapshot. The sender reports failure unless it got ok=True.
 """
 
 from __future__ import annotations
@@ -32,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import hashlib
 import logging
 import os
 import zlib
@@ -72,24 +77,20 @@ class _ResultWaiter:
             self.future.set_exception(error)
 
 
-def _read_chunk(file: IO[bytes], size: int, digest: hashlib._Hash) -> tuple[bytes, int]:
-    """Worker thread: the next chunk, its CRC-32; the running SHA-256 takes it in."""
+def _read_chunk(file: IO[bytes], size: int, crc: int) -> tuple[bytes, int]:
+    """Worker thread: the next chunk and the running CRC-32 extended over it."""
     data = file.read(size)
-    digest.update(data)
-    return data, zlib.crc32(data)
+    return data, zlib.crc32(data, crc)
 
 
-def _corrupt(owner: Transport, index: int, data: bytes, crc: int) -> tuple[bytes, int]:
-    """Fault injection: damage chunk `index` after its CRC was computed."""
-    faults = owner.faults
-    if faults.corrupt_snapshot_chunk != index or not data:
-        return data, crc
+def _corrupt(owner: Transport, index: int, data: bytes) -> bytes:
+    """Fault injection: damage chunk `index` after its CRC was computed (as a bad link would)."""
+    if owner.faults.corrupt_snapshot_chunk != index or not data:
+        return data
     damaged = bytearray(data)
     damaged[len(damaged) // 2] ^= 0xFF
     log.warning("fault injection: corrupting snapshot chunk %d", index)
-    if faults.corrupt_snapshot_keep_crc:
-        crc = zlib.crc32(damaged)
-    return bytes(damaged), crc
+    return bytes(damaged)
 
 
 async def send_snapshot_stream(
@@ -106,9 +107,7 @@ async def send_snapshot_stream(
         log.warning("snapshot to peer %s failed: %s", peer.label, describe(exc))
     if ok:
         stats.snapshots_sent += 1
-        log.info(
-            "sent snapshot at index %d to peer %s", message.snapshot.metadata.index, peer.label
-        )
+        log.info("sent snapshot at index %d to peer %s", _index(message), peer.label)
     else:
         stats.snapshot_send_failures += 1
     owner.report_snapshot_result(peer.member_id, ok)
@@ -118,7 +117,6 @@ async def _stream(
     owner: Transport, peer: OutboundPeer, message: raft_pb2.Message, db_path: str
 ) -> bool:
     limits = owner.limits
-    loop = owner.loop
     size = os.path.getsize(db_path)
     if size > limits.snapshot_bytes_max:
         raise SnapshotTransferError(peer.label, f"{db_path} has {size} bytes, over the limit")
@@ -126,30 +124,13 @@ async def _stream(
     link, _ack = await owner.dial(url, tpb.STREAM_SNAPSHOT, peer.member_id)
     waiter = _ResultWaiter(peer.label)
     link.handler = waiter
-    file: IO[bytes] | None = None
     try:
         header = tpb.SnapshotHeader(message=message, size_bytes=size)
         link.write_frame(tpb.Frame(snapshot_header=header))
-        file = await loop.run_in_executor(owner.executor, open, db_path, "rb")
-        digest = hashlib.sha256()
-        offset = 0
-        index = 0
-        chunk_bytes = limits.snapshot_chunk_bytes
-        while offset < size and not waiter.future.done():
-            want = min(chunk_bytes, size - offset)
-            data, crc = await loop.run_in_executor(owner.executor, _read_chunk, file, want, digest)
-            if len(data) != want:
-                raise SnapshotTransferError(peer.label, f"{db_path} shrank while being sent")
-            data, crc = _corrupt(owner, index, data, crc)
-            link.writelines([chunk_frame_head(offset, crc, len(data)), data])
-            peer.stats.snapshot_bytes_sent += len(data)
-            offset += len(data)
-            index += 1
-            async with asyncio.timeout(limits.snapshot_stall_timeout_s):
-                await link.drain()
-        assert offset <= size
+        crc = await _send_chunks(owner, peer, link, waiter, db_path, size)
         if not waiter.future.done():
-            link.write_frame(tpb.Frame(snapshot_end=tpb.SnapshotEnd(sha256=digest.digest())))
+            end = tpb.SnapshotEnd(size_bytes=size, crc32=crc)
+            link.write_frame(tpb.Frame(snapshot_end=end))
         async with asyncio.timeout(limits.snapshot_result_timeout_s):
             result = await waiter.future
         if not result.ok:
@@ -158,8 +139,61 @@ async def _stream(
     finally:
         if not waiter.future.done():
             waiter.future.cancel()
+        elif not waiter.future.cancelled():
+            waiter.future.exception()  # retrieved: a failure was already raised another way
         link.close()
-        if file is not None:
+
+
+async def _send_chunks(
+    owner: Transport,
+    peer: OutboundPeer,
+    link: Link,
+    waiter: _ResultWaiter,
+    db_path: str,
+    size: int,
+) -> int:
+    """Write every chunk of the file; returns the CRC-32 of the whole file."""
+    loop = owner.loop
+    limits = owner.limits
+    chunk_bytes = limits.snapshot_chunk_bytes
+    rate = limits.snapshot_send_bytes_per_s
+    file = await loop.run_in_executor(owner.executor, open, db_path, "rb")
+    crc = 0
+    offset = 0
+    index = 0
+    reading: asyncio.Future[tuple[bytes, int]] | None = None
+    started = loop.time()
+    try:
+        if size:
+            reading = loop.run_in_executor(
+                owner.executor, _read_chunk, file, min(chunk_bytes, size), 0
+            )
+        while reading is not None and not waiter.future.done():  # one round per chunk
+            data, crc = await reading
+            reading = None
+            end = offset + len(data)
+            if not data or end > size:
+                raise SnapshotTransferError(peer.label, f"{db_path} changed while being sent")
+            if end < size:  # read the next chunk while this one goes out
+                want = min(chunk_bytes, size - end)
+                reading = loop.run_in_executor(owner.executor, _read_chunk, file, want, crc)
+            sent = _corrupt(owner, index, data)
+            # two writes, not writelines: asyncio would join them (one more copy of the data)
+            link.write(chunk_frame_head(offset, crc, len(sent)))
+            link.write(sent)
+            peer.stats.snapshot_bytes_sent += len(sent)
+            offset = end
+            index += 1
+            async with asyncio.timeout(limits.snapshot_stall_timeout_s):
+                await link.drain()
+                if rate:
+                    await asyncio.sleep(max(0.0, started + offset / rate - loop.time()))
+        assert offset <= size
+        return crc
+    finally:
+        if reading is not None:  # close once the read in flight is done with the file
+            reading.add_done_callback(lambda _: file.close())
+        else:
             file.close()
 
 
@@ -180,7 +214,7 @@ class SnapshotReceiver:
         self.message: raft_pb2.Message | None = None
         self.size_bytes = 0
         self.received_bytes = 0
-        self.expected_sha256 = b""
+        self.end: tpb.SnapshotEnd | None = None
         self.task: asyncio.Task[None] | None = None
         self._queue: collections.deque[tuple[bytes, int]] = collections.deque()
         self._queued_bytes = 0
@@ -200,7 +234,7 @@ class SnapshotReceiver:
             self._chunk(frame.snapshot_chunk)
         elif body == "snapshot_end" and not self._ended:
             self._ended = True
-            self.expected_sha256 = frame.snapshot_end.sha256
+            self.end = frame.snapshot_end
             self._queue.append((_END, 0))
             self._arrived.set()
         else:
@@ -278,7 +312,7 @@ class SnapshotReceiver:
         loop = owner.loop
         limits = owner.limits
         stats = owner.stats_for(self.sender_id)
-        digest = hashlib.sha256()
+        crc = 0
         written = 0
         file = await loop.run_in_executor(owner.executor, open, partial, "wb")
         try:
@@ -288,29 +322,31 @@ class SnapshotReceiver:
                     async with asyncio.timeout(limits.snapshot_stall_timeout_s):
                         await self._arrived.wait()
                     continue
-                data, crc = self._queue.popleft()
+                data, expected_crc = self._queue.popleft()
                 if not data:  # _END
                     break
                 self._queued_bytes -= len(data)
                 if self._queued_bytes <= limits.snapshot_queue_bytes_max // 2:
                     self._pause_reading(False)
-                await loop.run_in_executor(
-                    owner.executor, _write_chunk, file, data, crc, written, digest, self.label
+                crc = await loop.run_in_executor(
+                    owner.executor, _write_chunk, file, data, crc, expected_crc, written, self.label
                 )
                 written += len(data)
                 stats.snapshot_bytes_received += len(data)
-            self._check_end(written, digest)
+            self._check_end(written, crc)
             await loop.run_in_executor(owner.executor, _sync_and_close, file)
         except TimeoutError:
             raise SnapshotTransferError(self.label, "the snapshot stream stalled") from None
         finally:
             file.close()
 
-    def _check_end(self, written: int, digest: hashlib._Hash) -> None:
-        if written != self.size_bytes:
+    def _check_end(self, written: int, crc: int) -> None:
+        end = self.end
+        assert end is not None
+        if written != self.size_bytes or end.size_bytes != self.size_bytes:
             raise SnapshotTransferError(self.label, f"got {written} of {self.size_bytes} bytes")
-        if digest.digest() != self.expected_sha256:
-            raise SnapshotTransferError(self.label, "SHA-256 of the received file does not match")
+        if end.crc32 != crc:
+            raise SnapshotTransferError(self.label, "CRC-32 of the received file does not match")
 
 
 def _index(message: raft_pb2.Message) -> int:
@@ -318,13 +354,14 @@ def _index(message: raft_pb2.Message) -> int:
 
 
 def _write_chunk(
-    file: IO[bytes], data: bytes, crc: int, offset: int, digest: hashlib._Hash, label: str
-) -> None:
-    """Worker thread: verify one chunk and append it."""
-    if zlib.crc32(data) != crc:
+    file: IO[bytes], data: bytes, crc: int, expected_crc: int, offset: int, label: str
+) -> int:
+    """Worker thread: extend the running CRC over one chunk, check it, append the chunk."""
+    crc = zlib.crc32(data, crc)
+    if crc != expected_crc:
         raise SnapshotTransferError(label, f"chunk at offset {offset} failed its CRC-32")
-    digest.update(data)
     file.write(data)
+    return crc
 
 
 def _sync_and_close(file: IO[bytes]) -> None:

@@ -274,6 +274,14 @@ class Transport:
         blocked = self.faults.blocks_out
         return sorted(i for i, p in self._peers.items() if p.link is not None and not blocked(i))
 
+    def queued_bytes(self, member_id: int) -> int:
+        """Bytes held for a peer: its queue plus its connection's socket write buffer."""
+        peer = self._peers.get(member_id)
+        if peer is None:
+            return 0
+        link = peer.link
+        return peer.items_bytes + (link.write_buffer_bytes if link is not None else 0)
+
     def stats_for(self, member_id: int) -> PeerStats:
         stats = self.stats.get(member_id)
         if stats is None:
@@ -423,8 +431,8 @@ class Transport:
         """Call `method` on a peer (by member id, or by peer URL before its id is known)."""
         assert timeout_s > 0
         assert method
-        urls, expected, label = self._resolve(target)
-        if expected and self.faults.blocks_out(expected):
+        urls, expected, member_id, label = self._resolve(target)
+        if member_id and self.faults.blocks_out(member_id):
             raise PeerUnreachableError(label, "partitioned (fault injection)")
         if len(payload) + 256 > self.limits.frame_bytes_max:
             raise FrameError(f"a call payload of {len(payload)} bytes exceeds the frame limit")
@@ -436,17 +444,19 @@ class Transport:
             raise PeerTimeoutError(label, method, timeout_s) from None
         return result_of(label, method, response)
 
-    def _resolve(self, target: int | str) -> tuple[tuple[PeerURL, ...], int, str]:
+    def _resolve(self, target: int | str) -> tuple[tuple[PeerURL, ...], int, int, str]:
+        """(URLs, member the handshake must reach or 0, member for fault checks, label)."""
         if isinstance(target, int):
             peer = self._peers.get(target)
             if peer is None:
                 raise PeerUnreachableError(f"{target:x}", "not a known peer")
-            return peer.urls, target, peer.label
+            return peer.urls, target, target, peer.label
         url = parse_url(target)
+        # By URL, whoever listens there answers; a partition still applies to a known peer's URL.
         for id_, peer in self._peers.items():
             if url in peer.urls:
-                return (url,), id_, str(url)
-        return (url,), 0, str(url)
+                return (url,), 0, id_, str(url)
+        return (url,), 0, 0, str(url)
 
     async def _rpc_client(self, urls: tuple[PeerURL, ...], expected: int) -> RpcClient:
         last: Exception | None = None
@@ -660,6 +670,7 @@ class Transport:
         stats = inbound.stats
         assert stats is not None
         stats.received_bytes += size_bytes
+        stats.received_frames += 1
         messages = batch.messages
         if self.faults.blocks_in(sender):
             stats.fault_drops += len(messages)
