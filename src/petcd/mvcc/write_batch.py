@@ -95,11 +95,7 @@ class WriteBatch:
     # --- single requests ---------------------------------------------------------------------
 
     def put(self, req: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
-        """One put as its own MVCC transaction.
-
-        The hot path: _write_put inlined, the index updated in place (with undo), revision
-        keys packed directly (a live revision is never a tombstone).
-        """
+        """One put as its own MVCC transaction (the hot path: see _put_record)."""
         assert self._open, "batch already ended"
         if self._broken:
             raise errors.BackendFullError()
@@ -108,12 +104,9 @@ class WriteBatch:
         key = req.key
         value = req.value
         lease = req.lease
-        ignore_value = req.ignore_value
-        ignore_lease = req.ignore_lease
         if lease and not self._lease_exists(lease):
             raise errors.LeaseNotFoundError()
-        index = self._index
-        entry = index.entries.get(key)
+        entry = self._index.entries.get(key)
         if entry is None:
             prev_packed = None
         elif type(entry) is int:
@@ -122,55 +115,17 @@ class WriteBatch:
             prev_packed = entry[-1]  # type: ignore[index]
             if prev_packed & 1:
                 prev_packed = None
-        if (ignore_value or ignore_lease) and prev_packed is None:
+        if (req.ignore_value or req.ignore_lease) and prev_packed is None:
             raise errors.KeyNotFoundError()
         cost = PUT_COST_BYTES + len(key) + len(value)
         if cost > self._space_left:
             raise errors.NoSpaceError()
-        txn = self._txn
-        key_db = self._key_db
-        prev_raw: bytes | None = None
-        prev_lease = 0
-        kv = self._kv  # scratch messages: every field is set, nothing carries over
         try:
-            if prev_packed is not None:
-                prev_raw = txn.get(
-                    _REV_PACK(prev_packed >> 33, b"_", (prev_packed >> 1) & _SUB_MASK), db=key_db
-                )
-                assert prev_raw is not None, "index names a revision missing from the backend"
-                prev = self._prev
-                prev.ParseFromString(prev_raw)
-                prev_lease = prev.lease
-                kv.create_revision = prev.create_revision
-                kv.version = prev.version + 1
-                if ignore_value:
-                    value = prev.value
-                if ignore_lease:
-                    lease = prev_lease
-            else:
-                kv.create_revision = rev
-                kv.version = 1
-            kv.key = key
-            kv.mod_revision = rev
-            kv.value = value
-            kv.lease = lease
-            raw = kv.SerializeToString()
-            txn.put(_REV_PACK(rev, b"_", 0), raw, db=key_db, append=True)
+            raw, prev_raw, prev_lease, lease = self._put_record(req, rev, prev_packed)
         except lmdb.MapFullError as exc:
             self._broken = True
             raise errors.BackendFullError() from exc
-        packed = rev << 33
-        undo = self._undo
-        if key not in undo:
-            undo[key] = (entry, len(entry) if type(entry) is list else 0)
-        if entry is None:
-            index.entries[key] = packed
-            index.keys.add(key)
-        elif type(entry) is int:
-            index.entries[key] = [entry, packed]
-            index.multi.add(key)
-        else:
-            entry.append(packed)  # type: ignore[union-attr]
+        self._index_append(key, entry, rev << 33)
         if self._hooks is not None:
             if prev_lease:
                 self._hook(False, prev_lease, key)
@@ -185,6 +140,63 @@ class WriteBatch:
         if prev_raw is not None and req.prev_kv:
             resp.prev_kv.ParseFromString(prev_raw)
         return resp
+
+    def _put_record(
+        self, req: rpc_pb2.PutRequest, rev: int, prev_packed: int | None
+    ) -> tuple[bytes, bytes | None, int, int]:
+        """Write the new KeyValue at (rev, 0); returns (raw, previous raw, old lease, lease).
+
+        Scratch messages instead of new ones, and revision keys packed directly (a live
+        revision is never a tombstone): this is most of a put's cost.
+        """
+        txn = self._txn
+        key_db = self._key_db
+        value = req.value
+        lease = req.lease
+        prev_raw: bytes | None = None
+        prev_lease = 0
+        kv = self._kv  # every field is set below: nothing carries over from the last put
+        if prev_packed is not None:
+            prev_raw = txn.get(
+                _REV_PACK(prev_packed >> 33, b"_", (prev_packed >> 1) & _SUB_MASK), db=key_db
+            )
+            assert prev_raw is not None, "index names a revision missing from the backend"
+            prev = self._prev
+            prev.ParseFromString(prev_raw)
+            prev_lease = prev.lease
+            kv.create_revision = prev.create_revision
+            kv.version = prev.version + 1
+            if req.ignore_value:
+                value = prev.value
+            if req.ignore_lease:
+                lease = prev_lease
+        else:
+            kv.create_revision = rev
+            kv.version = 1
+        kv.key = req.key
+        kv.mod_revision = rev
+        kv.value = value
+        kv.lease = lease
+        raw: bytes = kv.SerializeToString()
+        txn.put(_REV_PACK(rev, b"_", 0), raw, db=key_db, append=True)
+        return raw, prev_raw, prev_lease, lease
+
+    def _index_append(self, key: bytes, entry: Any, packed: int) -> None:
+        """KeyIndex.add for an entry already looked up, saving it first for abort()."""
+        undo = self._undo
+        if key not in undo:
+            undo[key] = (entry, len(entry) if type(entry) is list else 0)
+        index = self._index
+        if entry is None:
+            index.entries[key] = packed
+            index.keys.add(key)
+        elif type(entry) is int:
+            assert entry < packed
+            index.entries[key] = [entry, packed]
+            index.multi.add(key)
+        else:
+            assert entry[-1] < packed
+            entry.append(packed)
 
     def delete_range(self, req: rpc_pb2.DeleteRangeRequest) -> rpc_pb2.DeleteRangeResponse:
         self._check_usable()
