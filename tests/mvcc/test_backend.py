@@ -48,12 +48,13 @@ def test_named_databases_and_raw_access(db_path: str) -> None:
     backend.close()
 
 
-def test_sync_runs_in_a_worker_thread_while_writing(store: WatchableStore) -> None:
+def test_sync_and_hash_run_in_a_worker_thread_while_writing(store: WatchableStore) -> None:
     done = threading.Event()
 
     def syncer() -> None:
         for _ in range(20):
             store.backend.sync()
+            store.hash()  # its own snapshot: safe beside the writer
         done.set()
 
     thread = threading.Thread(target=syncer)

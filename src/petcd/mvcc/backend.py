@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -262,6 +263,22 @@ class Backend:
             self._in_use_bytes = self.size_in_use_bytes()
             self._commits_since_measure = 0
         return self.quota_bytes - self._in_use_bytes
+
+    def hash(self) -> int:
+        """CRC-32 of every database in name order (names, keys, values), leaving out the
+        consistent index and term (etcd's Hash). Thread-safe: it takes its own snapshot."""
+        assert self._env is not None
+        crc = 0
+        with self._env.begin() as txn:
+            for name in sorted(self.dbs):
+                crc = zlib.crc32(name.encode(), crc)
+                with txn.cursor(db=self.dbs[name]) as cursor:
+                    for k, v in cursor.iternext():
+                        if name == "meta" and k in (META_CONSISTENT_INDEX, META_TERM):
+                            continue
+                        crc = zlib.crc32(v, zlib.crc32(k, crc))
+        assert 0 <= crc < 1 << 32
+        return crc
 
     def sync(self) -> None:
         """fsync the data file (thread-safe; used before a raft snapshot)."""

@@ -554,17 +554,9 @@ class KVStore:
         """CRC-32 over every database (names, keys, values), minus the consistent index/term.
 
         zlib's CRC-32 rather than etcd's Castagnoli: only petcd members compare these.
+        Thread-safe (its own read transaction): a large backend can be hashed in a worker.
         """
-        txn = self.backend.reader()
-        crc = 0
-        for name in sorted(self.backend.dbs):
-            crc = zlib.crc32(name.encode(), crc)
-            with txn.cursor(db=self.backend.dbs[name]) as cursor:
-                for k, v in cursor.iternext():
-                    if name == "meta" and k in (META_CONSISTENT_INDEX, META_TERM):
-                        continue
-                    crc = zlib.crc32(v, zlib.crc32(k, crc))
-        return crc
+        return self.backend.hash()
 
     def hash_kv(self, rev: int) -> tuple[int, int, int]:
         """(hash, compact revision, current revision) of the key history up to `rev`.

@@ -289,6 +289,15 @@ class WriteBatch:
         self._meta_put(META_TERM, term.to_bytes(8, "big"))
         self._consistent = (index, term)
 
+    def reset_consistent_index(self, index: int, term: int) -> None:
+        """Offline restore only: the backend starts a new raft log, so the index may go down."""
+        self._check_usable()
+        assert index >= 0
+        assert term >= 0
+        self._meta_put(META_CONSISTENT_INDEX, index.to_bytes(8, "big"))
+        self._meta_put(META_TERM, term.to_bytes(8, "big"))
+        self._consistent = (index, term)
+
     # --- end of the batch --------------------------------------------------------------------
 
     def commit(self) -> None:
