@@ -39,11 +39,11 @@ from typing import Any, Protocol
 from petcd import ETCD_API_VERSION, errors
 from petcd.lease import Lessor, min_lease_ttl_s
 from petcd.membership import RaftCluster
+from petcd.membership import ids as idutil
 from petcd.mvcc import Backend, WatchableStore
 from petcd.pb import internal_pb2, raft_pb2, rpc_pb2
 from petcd.raft import Config as RaftConfig
 from petcd.raft import Peer, RawNode, StateType
-from petcd.server import idutil
 from petcd.server.alarms import AlarmStore
 from petcd.server.apply import AppliedBatch, Applier
 from petcd.server.compactor import Compactor, parse_retention
