@@ -8,6 +8,7 @@ import pytest
 
 from petcd import errors
 from petcd.errors import (
+    PeerHandshakeError,
     PeerRemoteError,
     PeerTimeoutError,
     PeerUnreachableError,
@@ -189,3 +190,10 @@ async def test_joining_member_calls_by_url_then_learns_its_ids(members: MemberFa
     async with asyncio.timeout(5):
         while leader.t.active_since(3) is None or joiner.t.active_since(1) is None:
             await asyncio.sleep(0.005)
+
+
+async def test_a_member_cannot_dial_itself(members: MemberFactory) -> None:
+    a = await members(1)
+    a.t.register("echo", _echo)
+    with pytest.raises(PeerHandshakeError, match="dialled itself"):
+        await a.t.call(a.url, "echo", timeout_s=2.0)

@@ -228,3 +228,29 @@ async def _eventually_receiving(member: Member) -> None:
     async with asyncio.timeout(10):
         while member.t.stats[1].snapshot_bytes_received == 0:
             await asyncio.sleep(0.002)
+
+
+async def test_two_senders_of_the_same_index_do_not_share_a_file(
+    members: MemberFactory, tmp_path: pathlib.Path
+) -> None:
+    # an old and a new leader both send the snapshot at index 50 to member 2 at once
+    limits = TransportLimits(snapshot_send_bytes_per_s=16 * MIB)
+    old, new = await members(1, limits=limits), await members(3, limits=limits)
+    follower = await members(2)
+    await connect(old, new, follower)
+    files = {}
+    for sender in (old, new):
+        files[sender.id] = tmp_path / f"from-{sender.id}.db"
+        files[sender.id].write_bytes(os.urandom(4 * MIB))
+    old.t.send_snapshot(snap_message(1, 2, 50), str(files[1]))
+    new.t.send_snapshot(snap_message(3, 2, 50), str(files[3]))
+    await old.wait(lambda: len(old.snapshot_reports) == 1)
+    await new.wait(lambda: len(new.snapshot_reports) == 1)
+    outcomes = {1: old.snapshot_reports[0][1], 3: new.snapshot_reports[0][1]}
+    assert sorted(outcomes.values()) == [False, True]
+    winner = 1 if outcomes[1] else 3
+    assert len(follower.snapshots) == 1
+    received, path = follower.snapshots[0]
+    assert received.from_ == winner
+    assert pathlib.Path(path).read_bytes() == files[winner].read_bytes()
+    assert sorted(p.name for p in follower.snap_dir.iterdir()) == [pathlib.Path(path).name]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from petcd.errors import (
@@ -209,7 +210,7 @@ class OutboundPeer:
         link.on_writable = self.flush
         self.link = link
         self.connected_url = url
-        self.connected_since = self.owner.loop.time()
+        self.connected_since = time.monotonic()
         self.stats.connects += 1
         if self._last_error:
             log.info("connected to peer %s at %s (after: %s)", self.label, url, self._last_error)

@@ -291,7 +291,11 @@ class SnapshotReceiver:
         stats = owner.stats_for(self.sender_id)
         partial = path + ".part"
         result = tpb.SnapshotResult(ok=False)
+        claimed = path not in owner.receiving_paths
         try:
+            if not claimed:  # two senders (an old and a new leader) must not share a file
+                raise SnapshotTransferError(self.label, f"{path} is already being received")
+            owner.receiving_paths.add(path)
             await self._receive_into(partial)
             await owner.loop.run_in_executor(owner.executor, _publish, partial, path)
             owner.deliver_snapshot(message, path)
@@ -303,7 +307,9 @@ class SnapshotReceiver:
             stats.snapshot_receive_failures += 1
             log.warning("snapshot from peer %s failed: %s", self.label, describe(exc))
         finally:
-            _remove_quietly(partial)
+            if claimed:
+                owner.receiving_paths.discard(path)
+                _remove_quietly(partial)
         self.link.write_frame(tpb.Frame(snapshot_result=result))
         self.link.close()
 

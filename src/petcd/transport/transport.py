@@ -124,6 +124,8 @@ class Transport:
         self._inbound: set[_Inbound] = set()
         self._message_inbound: dict[int, _Inbound] = {}
         self._snapshot_receivers = 0
+        #: Files being received right now: a second stream for the same path is refused.
+        self.receiving_paths: set[str] = set()
         self._servers: list[asyncio.AbstractServer] = []
         self._listen_urls: list[str] = []
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -264,7 +266,7 @@ class Transport:
         return {id_: [str(u) for u in peer.urls] for id_, peer in self._peers.items()}
 
     def active_since(self, member_id: int) -> float | None:
-        """Loop time (monotonic) since when the message connection to the peer is up, or None."""
+        """`time.monotonic()` when the message connection to the peer came up, or None."""
         peer = self._peers.get(member_id)
         if peer is None or self.faults.blocks_out(member_id):
             return None
@@ -640,6 +642,8 @@ class Transport:
         raft_stream = kind != tpb.STREAM_RPC
         if raft_stream and hello.member_id == 0:
             return tpb.REFUSAL_BAD_HELLO, "a raft stream needs the sender's member id"
+        if hello.member_id and hello.member_id == self.member_id:
+            return tpb.REFUSAL_BAD_HELLO, f"member {self.member_id:x} dialled itself"
         if raft_stream and self.member_id == 0:
             return tpb.REFUSAL_NOT_READY, "this member does not know its member id yet"
         mine, theirs = self.cluster_id, hello.cluster_id
