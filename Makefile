@@ -59,6 +59,7 @@ robustness: $(TEST_STAMP) system-deps
 	$(PY) -m petcd.raft.sim --seeds 5000
 	$(VENV)/bin/pytest -q -m slow --timeout 3600 tests/robustness
 	PETCD_WAL_CRASH_ROUNDS=2000 $(VENV)/bin/pytest -q --timeout 3600 tests/wal/test_crash.py
+	PETCD_MVCC_MODEL_EXAMPLES=5000 PETCD_MVCC_CRASH_KILLS=500 $(VENV)/bin/pytest -q --timeout 3600 tests/mvcc/test_model.py tests/mvcc/test_crash.py
 
 proto: $(TEST_STAMP)
 	PY=$(PY) scripts/genproto.sh

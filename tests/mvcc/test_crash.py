@@ -19,7 +19,7 @@ from petcd.pb import rpc_pb2 as rpc
 from tests.mvcc.crash_child import expected_after
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-KILLS = 25
+KILLS = int(os.environ.get("PETCD_MVCC_CRASH_KILLS", "25"))
 
 
 def verify(path: str, acked: int) -> int:

@@ -21,7 +21,7 @@ from tests.mvcc.conftest import FakeLessor
 from tests.support.process import EtcdProcess
 
 KEYS = [b"a", b"b", b"c", b"d", b"e"]
-STEPS = int(os.environ.get("MVCC_DIFF_STEPS", "400"))
+STEPS = int(os.environ.get("PETCD_MVCC_DIFF_STEPS", "400"))
 
 
 class Gen:
@@ -147,7 +147,7 @@ def test_random_history_matches_etcd_3_5(etcd35: EtcdProcess, tmp_path: Any) -> 
     lease.LeaseGrant(rpc.LeaseGrantRequest(ID=1, TTL=3600), timeout=10)
     backend = Backend(str(tmp_path / "db"))
     store = WatchableStore(backend, FakeLessor({1}))
-    seed = int(os.environ.get("MVCC_DIFF_SEED", random.randrange(1 << 30)))
+    seed = int(os.environ.get("PETCD_MVCC_DIFF_SEED", random.randrange(1 << 30)))
     gen = Gen(random.Random(seed), lambda: store.current_revision)
 
     def write(method: str, req: Any) -> tuple[str, Any]:
@@ -246,7 +246,7 @@ def test_watch_events_match_etcd_3_5(etcd35: EtcdProcess, tmp_path: Any) -> None
     watch = rpc_pb2_grpc.WatchStub(channel)
     backend = Backend(str(tmp_path / "db"))
     store = WatchableStore(backend, FakeLessor({1}))
-    seed = int(os.environ.get("MVCC_DIFF_SEED", random.randrange(1 << 30)))
+    seed = int(os.environ.get("PETCD_MVCC_DIFF_SEED", random.randrange(1 << 30)))
     rng = random.Random(seed)
     gen = Gen(rng, lambda: store.current_revision)
 

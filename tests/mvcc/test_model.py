@@ -455,7 +455,7 @@ class MVCCMachine(RuleBasedStateMachine):
 
 
 MVCCMachine.TestCase.settings = settings(
-    max_examples=int(os.environ.get("MVCC_MODEL_EXAMPLES", "120")),
+    max_examples=int(os.environ.get("PETCD_MVCC_MODEL_EXAMPLES", "120")),
     stateful_step_count=50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
