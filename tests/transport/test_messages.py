@@ -167,6 +167,7 @@ async def test_cluster_id_mismatch_is_refused_on_both_sides(
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert any("refused" in e and "cluster ID mismatch" in e for e in errors)  # listener
     assert any(e.startswith("etcdserver: cluster ID mismatch: peer") for e in errors)  # dialer
+    assert "is in cluster bbb, this member is in cluster aaa" in a.t.last_error(2)
     b.t.register("ping", _pong)
     with pytest.raises(PeerClusterIdMismatchError) as info:
         await a.t.call(2, "ping", b"", timeout_s=2.0)

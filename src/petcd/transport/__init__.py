@@ -21,6 +21,8 @@ layout is in frame.py). Imports only petcd.pb, petcd.errors (and petcd.raft for 
     await t.call("http://10.0.0.2:2380", "members", b"")    # by URL (joining: ids unknown)
     t.set_identity(member_id, cluster_id)      # a joining member, once it knows them
     t.active_since(2) -> float | None; t.reachable_peers() -> [ids]; t.stats[2] -> PeerStats
+    t.last_error(2) -> str                     # why connecting failed (e.g. cluster id)
+    t.queued_bytes(2) -> int                   # held for the peer: queue + socket buffer
     t.faults.partition({2, 3}); t.faults.heal(); t.faults.drop_rate = 0.1  (see faults.py)
     await t.stop()                             # re-raises a bug found in a transport task
 
@@ -37,6 +39,11 @@ Guarantees:
 - reconnects back off from 50 ms doubling to 1 s, jittered by the injected rng; every
   connection attempt times out (`connect_timeout_s`);
 - every queue, frame, buffer and concurrent stream is bounded (`TransportLimits`).
+
+Wiring notes for the server: call `start()` before `send()`; every callback runs on the event
+loop, outside `send()` (reports come in a later loop iteration), so the server may step raft
+in them; a message given to `on_message` shares memory with the frame it arrived in, so raft
+keeping its entries keeps that frame's buffer alive (bounded by `frame_bytes_max`).
 """
 
 from petcd.transport.faults import Direction, Faults

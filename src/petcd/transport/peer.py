@@ -54,12 +54,12 @@ class OutboundPeer:
     __slots__ = (
         "_delay_timer",
         "_delayed",
-        "_last_error",
         "_url_index",
         "connected_since",
         "connected_url",
         "items",
         "items_bytes",
+        "last_error",
         "link",
         "member_id",
         "owner",
@@ -88,7 +88,7 @@ class OutboundPeer:
         self.snapshot_task: asyncio.Task[None] | None = None
         self._delayed: collections.deque[tuple[float, bytes]] = collections.deque()
         self._delay_timer: asyncio.TimerHandle | None = None
-        self._last_error = ""
+        self.last_error = ""
         self._url_index = 0
 
     @property
@@ -212,11 +212,11 @@ class OutboundPeer:
         self.connected_url = url
         self.connected_since = time.monotonic()
         self.stats.connects += 1
-        if self._last_error:
-            log.info("connected to peer %s at %s (after: %s)", self.label, url, self._last_error)
+        if self.last_error:
+            log.info("connected to peer %s at %s (after: %s)", self.label, url, self.last_error)
         else:
             log.info("connected to peer %s at %s", self.label, url)
-        self._last_error = ""
+        self.last_error = ""
 
     def _detach(self, link: Link) -> None:
         if self.link is not link:
@@ -235,8 +235,8 @@ class OutboundPeer:
 
     def _log_dial_failure(self, exc: Exception) -> None:
         text = str(exc)
-        repeated = text == self._last_error
-        self._last_error = text
+        repeated = text == self.last_error
+        self.last_error = text
         if isinstance(exc, PeerHandshakeError | ClusterIdMismatchError | TransportConfigError):
             log.log(logging.DEBUG if repeated else logging.ERROR, "%s", text)
         else:

@@ -272,6 +272,11 @@ class Transport:
             return None
         return peer.connected_since
 
+    def last_error(self, member_id: int) -> str:
+        """Why the last attempt to connect to the peer failed ("" once connected)."""
+        peer = self._peers.get(member_id)
+        return "" if peer is None else peer.last_error
+
     def reachable_peers(self) -> list[int]:
         blocked = self.faults.blocks_out
         return sorted(i for i, p in self._peers.items() if p.link is not None and not blocked(i))
@@ -474,10 +479,8 @@ class Transport:
             try:
                 return await asyncio.shield(dialling)
             except ClusterIdMismatchError:
-                raise
-            except (PeerUnreachableError, TransportConfigError) as exc:
-                last = exc
-            except Exception as exc:  # PeerHandshakeError and kin: try the next URL
+                raise  # every URL of a member is in the same cluster
+            except PetcdError as exc:  # unreachable, refused, misconfigured: try the next URL
                 last = exc
         assert last is not None
         raise last
