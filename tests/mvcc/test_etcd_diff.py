@@ -229,7 +229,11 @@ class EtcdWatch:
         """Responses until `want_events` events (or a cancel) have arrived."""
         got: list[Any] = []
         events = 0
-        while events < want_events or (want_canceled and not any(r.canceled for r in got)):
+        while (
+            not got  # at least the created response
+            or events < want_events
+            or (want_canceled and not any(r.canceled for r in got))
+        ):
             resp = self.out.get(timeout=10)
             got.append(resp)
             events += len(resp.events)
