@@ -63,7 +63,12 @@ Change = tuple[bytes, bytes | None, bytes | None]
 
 
 class LeaseHooks(Protocol):
-    """What the store needs from the lessor: existence checks and key attachments."""
+    """What the store needs from the lessor: existence checks and key attachments.
+
+    The store calls attach/detach as each put or delete applies (so a lease revoked later in
+    the same batch sees the key), undoes them on abort, and attaches every live key with a
+    lease when it opens or restores. With no hooks (tests, tools) leases are not checked.
+    """
 
     def lease_exists(self, lease_id: int) -> bool: ...
 

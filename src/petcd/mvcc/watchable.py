@@ -42,8 +42,11 @@ _SYNCED, _UNSYNCED, _VICTIM, _GONE = range(4)
 class WatchBatch:
     """What a stream hands to the API layer: one WatchResponse's worth.
 
-    `revision` is the revision the events bring the watcher to (etcd's header revision); a
-    canceled batch for a compacted start has revision 0 and compact_revision set.
+    `revision` is the revision the events bring the watcher to (etcd's header revision): the
+    events' revision for a synced watcher, the current revision for a catch-up batch that
+    brings it up to date, and the last revision covered for one that does not (etcd sends the
+    current revision there too). A canceled batch for a compacted start has revision 0 (as
+    etcd's header) and compact_revision set.
     """
 
     watch_id: int
