@@ -129,8 +129,22 @@ def test_plain_copy_and_restore(db_path: str, tmp_path: pathlib.Path) -> None:
     backend.close()
 
 
-def test_quota_refuses_puts_but_reads_deletes_and_compaction_work(db_path: str) -> None:
+def test_over_quota_applies_as_etcd_and_flags_it(db_path: str) -> None:
     backend = Backend(db_path, quota_bytes=1024 * 1024)
+    store = WatchableStore(backend)
+    flagged = 0
+    for i in range(200):  # 2 MB of values: twice the quota
+        b = store.write_batch()
+        b.put(rpc.PutRequest(key=b"k%04d" % i, value=b"x" * 10_000))
+        flagged += b.over_quota
+        b.commit()
+    assert store.current_revision == 201  # every member applies every entry
+    assert 50 < flagged < 150
+    backend.close()
+
+
+def test_enforced_quota_refuses_puts_but_reads_deletes_and_compaction_work(db_path: str) -> None:
+    backend = Backend(db_path, quota_bytes=1024 * 1024, enforce_quota=True)
     store = WatchableStore(backend)
     written = 0
     with pytest.raises(errors.NoSpaceError):

@@ -11,9 +11,10 @@ Invariants:
   may run in worker threads (LMDB is opened without thread-local reader slots).
 - Commits are atomic: the consistent index written in a batch is durable together with the
   data of that batch or not at all (LMDB's copy-on-write B+tree with a double meta page).
-- The map is `quota + headroom` bytes. Above the quota the store refuses writes that add
-  data (NoSpaceError) while deletes and compaction still find free pages in the headroom; if
-  LMDB itself runs out of map the transaction is aborted whole (BackendFullError).
+- The map is `quota + headroom` bytes. Past the quota the server stops new writes (NOSPACE
+  alarm; or the store itself with enforce_quota) while deletes and compaction still find
+  free pages in the headroom; if LMDB itself runs out of map the transaction is aborted
+  whole (BackendFullError).
 - A copy started with `copy_to` is consistent (one read snapshot). Every commit after the
   snapshot is journaled for that copy (until `release_copy` or a bound), so that
   `swap_in` can bring the copy up to date and replace the live file (online defragmentation).
@@ -121,6 +122,7 @@ class Backend:
         unsafe_no_fsync: bool = False,
         *,
         full_sync: bool = False,
+        enforce_quota: bool = False,
     ) -> None:
         assert path, "backend path required"
         parent = os.path.dirname(os.path.abspath(path))
@@ -130,6 +132,7 @@ class Backend:
         self.map_bytes = map_bytes_for_quota(quota_bytes)
         self.unsafe_no_fsync = unsafe_no_fsync
         self.full_sync = full_sync
+        self.enforce_quota = enforce_quota  # see write_batch.py: off for replicated members
         self._lock = threading.Lock()  # orders commits against copy snapshots
         self._journals: dict[str, _Journal] = {}
         self._writing = False

@@ -3,8 +3,15 @@
 Each request applied through the batch is one MVCC transaction: it takes the next main
 revision if it changes anything, its changes get sub revisions 0, 1, ... in order, and its
 response carries that revision. Checks come first (etcd's applier order: lease existence,
-then ignore_value/ignore_lease on a missing key; ranges in a txn: future/compacted revision;
-the quota), so a refused request raises before it changes anything.
+then ignore_value/ignore_lease on a missing key; ranges in a txn: future/compacted revision),
+so a refused request raises before it changes anything.
+
+The quota does not refuse writes here by default: sizes differ between members (compaction
+and defragmentation run at different times), so refusing at apply would let their states
+diverge. As etcd's quota applier, the write applies and `over_quota` tells the server to
+answer NOSPACE and raise the (replicated) alarm. `Backend(enforce_quota=True)` refuses puts
+past the quota with NoSpaceError instead, for a single member or offline tools. The hard
+limit is the LMDB map (quota + headroom): past it the batch breaks with BackendFullError.
 
 Invariants:
 - while the batch is open the store's `_rev` counts its revisions and readers still see
@@ -46,6 +53,7 @@ class WriteBatch:
         "_broken",
         "_consistent",
         "_cost",
+        "_enforce_quota",
         "_hook_log",
         "_hooks",
         "_index",
@@ -83,6 +91,7 @@ class WriteBatch:
         self.revisions: list[tuple[int, list[Change]]] = []
         self.compactions: list[Compaction] = []
         self._space_left = backend.space_left_bytes()
+        self._enforce_quota = backend.enforce_quota
         self._cost = 0  # quota cost of this batch's puts
         self._txn = backend.begin_write()
         self._open = True
@@ -118,7 +127,7 @@ class WriteBatch:
         if (req.ignore_value or req.ignore_lease) and prev_packed is None:
             raise errors.KeyNotFoundError()
         cost = PUT_COST_BYTES + len(key) + len(value)
-        if cost > self._space_left:
+        if cost > self._space_left and self._enforce_quota:
             raise errors.NoSpaceError()
         try:
             raw, prev_raw, prev_lease, lease = self._put_record(req, rev, prev_packed)
@@ -221,7 +230,7 @@ class WriteBatch:
         path = store._txn_path(req, begin, self._txn)
         cost = self._check_puts(req, path, 0)[1]
         store._check_ranges(req, path, 0, begin, True)
-        if cost > self._space_left:
+        if cost > self._space_left and self._enforce_quota:
             raise errors.NoSpaceError()
         resp = rpc_pb2.TxnResponse()
         changes: list[Change] = []
@@ -297,6 +306,16 @@ class WriteBatch:
         self._meta_put(META_CONSISTENT_INDEX, index.to_bytes(8, "big"))
         self._meta_put(META_TERM, term.to_bytes(8, "big"))
         self._consistent = (index, term)
+
+    @property
+    def over_quota(self) -> bool:
+        """True once this batch's puts took the backend past its quota.
+
+        As etcd's quota applier: the writes are applied all the same (every member must
+        apply the same entries; sizes differ between members), the server answers NOSPACE
+        and raises the alarm.
+        """
+        return self._space_left < 0
 
     # --- end of the batch --------------------------------------------------------------------
 
