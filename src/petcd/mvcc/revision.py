@@ -37,14 +37,6 @@ def main_of(packed: int) -> int:
     return packed >> 33
 
 
-def sub_of(packed: int) -> int:
-    return (packed >> 1) & 0xFFFFFFFF
-
-
-def is_tombstone(packed: int) -> bool:
-    return bool(packed & 1)
-
-
 def to_bytes(packed: int) -> bytes:
     """The `key` database key of a packed revision (with `t` for a tombstone)."""
     raw = REV_STRUCT.pack(packed >> 33, b"_", (packed >> 1) & 0xFFFFFFFF)
