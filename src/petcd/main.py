@@ -75,25 +75,69 @@ def grpc_address(url: str) -> str:
     return f"{host}:{port}"
 
 
+class _Frontend:
+    """Whichever gRPC front end serves the client URLs: started, then stopped with a grace."""
+
+    def __init__(self, stop: Any, name: str) -> None:
+        self.stop = stop
+        self.name = name
+
+
+async def start_frontend(config: ServerConfig, server: EtcdServer) -> _Frontend:
+    """The native front end (libnghttp2) when asked and importable, else grpcio."""
+    methods = all_methods(server)
+    max_request_bytes = int(config.max_request_bytes)
+    max_streams = int(config.max_concurrent_streams)
+    addresses = []
+    for url in config.listen_client_urls:
+        if urllib.parse.urlsplit(url).scheme in ("https", "unixs"):
+            raise ConfigError(f"TLS client URLs are not supported yet: {url}")
+        addresses.append((url, grpc_address(url)))
+    if str(config.grpc_frontend) == "native":
+        try:
+            from petcd.api.native.server import NativeServer
+        except ImportError as exc:
+            log.warning(
+                "native gRPC front end unavailable, using grpcio", extra={"error": str(exc)}
+            )
+        else:
+            native = NativeServer(
+                methods,
+                max_request_bytes,
+                max_streams,
+                keepalive_interval_s=float(config.grpc_keepalive_interval),
+                keepalive_timeout_s=float(config.grpc_keepalive_timeout),
+            )
+            for url, address in addresses:
+                try:
+                    await native.listen(address)
+                except OSError as exc:
+                    await native.stop(0)
+                    raise ConfigError(f"cannot listen on {url}: {exc}") from exc
+            return _Frontend(native.stop, "native")
+    grpc_server = build_server(methods, max_request_bytes, max_streams)
+    for url, address in addresses:
+        if grpc_server.add_insecure_port(address) == 0:
+            raise ConfigError(f"cannot listen on {url}")
+    await grpc_server.start()
+    return _Frontend(grpc_server.stop, "grpcio")
+
+
 async def serve(config: ServerConfig) -> int:
     server = EtcdServer(config)
     await server.start()
-    grpc_server = build_server(
-        all_methods(server), int(config.max_request_bytes), int(config.max_concurrent_streams)
-    )
-    for url in config.listen_client_urls:
-        if urllib.parse.urlsplit(url).scheme in ("https", "unixs"):
-            await server.stop()
-            raise ConfigError(f"TLS client URLs are not supported yet: {url}")
-        address = grpc_address(url)
-        if grpc_server.add_insecure_port(address) == 0:
-            await server.stop()
-            raise ConfigError(f"cannot listen on {url}")
-    await grpc_server.start()
+    try:
+        frontend = await start_frontend(config, server)
+    except ConfigError:
+        await server.stop()
+        raise
     server.publish_attributes(str(config.name), list(config.advertise_client_urls))
     log.info(
         "ready to serve client requests",
-        extra={"listen_client_urls": list(config.listen_client_urls)},
+        extra={
+            "listen_client_urls": list(config.listen_client_urls),
+            "grpc_frontend": frontend.name,
+        },
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -103,7 +147,7 @@ async def serve(config: ServerConfig) -> int:
     asked = asyncio.create_task(stop.wait())
     await asyncio.wait({stopped, asked}, return_when=asyncio.FIRST_COMPLETED)
     log.info("shutting down")
-    await grpc_server.stop(grace=1.0)
+    await frontend.stop(1.0)
     await server.stop()
     for task in (stopped, asked):
         task.cancel()
