@@ -10,9 +10,18 @@ APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 SEEDS ?= 200
 PYTEST_ARGS ?=
 
-.PHONY: run test lint typecheck unit simulate bench robustness proto clean system-deps
+.PHONY: run test lint typecheck unit simulate bench robustness proto clean system-deps native-deps
+NATIVE_SRC := src/petcd/api/native/_h2.pyx
 
-$(STAMP): pyproject.toml
+# The native gRPC front end (a Cython extension) builds against libnghttp2 with a C compiler;
+# pip fetches Cython itself (pyproject's build requirements). Without them petcd uses grpcio.
+native-deps:
+	@if [ ! -f /usr/include/nghttp2/nghttp2.h ] || ! command -v cc >/dev/null 2>&1; then \
+		echo "installing Debian libnghttp2-dev and a C compiler"; \
+		$(SUDO) apt-get update -qq && $(APT_INSTALL) libnghttp2-dev gcc libc6-dev >/dev/null; \
+	fi
+
+$(STAMP): pyproject.toml setup.py $(NATIVE_SRC) | native-deps
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e .

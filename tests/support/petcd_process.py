@@ -1,6 +1,8 @@
 """A real `petcd` member process for integration tests, with EtcdProcess's shape.
 
 petcd takes etcd's flags, so the command line is EtcdProcess's; only the binary differs.
+`PETCD_TEST_FRONTEND=grpcio|native` picks the gRPC front end for every member a test starts
+(unset: petcd's default), so the whole server suite runs on either.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Sequence
 from tests.support.process import EtcdProcess
 
 PETCD_BIN = str(pathlib.Path(sys.executable).parent / "petcd")
+FRONTEND = os.environ.get("PETCD_TEST_FRONTEND", "")
 
 
 class PetcdProcess(EtcdProcess):
@@ -25,6 +28,8 @@ class PetcdProcess(EtcdProcess):
         start: bool = True,
         **kwargs: object,
     ) -> None:
+        if FRONTEND and not any(a.startswith("--grpc-frontend") for a in extra_args):
+            extra_args = [*extra_args, "--grpc-frontend", FRONTEND]
         super().__init__(
             PETCD_BIN,
             data_dir,

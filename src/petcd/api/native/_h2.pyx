@@ -581,7 +581,7 @@ cdef class Connection:
         if self.pending_out:
             parts.append(self.pending_out)
             self.pending_out = b""
-        if not self.http1:
+        if self.preface == -1:  # nothing HTTP/2 goes out before the client's magic is whole
             while rounds < 4096:  # bounded: each round sends at least one frame
                 rounds += 1
                 n = nghttp2_session_mem_send(self.session, &data)

@@ -194,7 +194,8 @@ class _Connection(asyncio.Protocol):
             self.timers.append(
                 self.loop.call_later(self.server.keepalive_interval_s, self._keepalive)
             )
-        self._flush()  # our SETTINGS: the server connection preface
+        # Our SETTINGS wait for the client's first bytes: a peer that turns out not to speak
+        # HTTP/2 (an HTTP/1.1 request) must not get HTTP/2 frames first.
 
     def data_received(self, data: bytes) -> None:
         try:
