@@ -100,6 +100,7 @@ def answer(conn: object, events: list[tuple[int, int, int, object, float, object
         assert kind in (0, 1, 2, 3, 4)
         assert sid > 0 and sid % 2 == 1
         assert timeout_s >= 0.0
+        assert metadata is None or isinstance(metadata, list)
         if kind == 0:
             assert isinstance(payload, bytes) and index in (0, 1)
             if index == 0:
