@@ -166,7 +166,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("auth-token", "simple", _str, "Auth token type ('simple' or 'jwt,...')."),
     Flag("auth-token-ttl", 300, int, "Simple token TTL in seconds."),
     Flag("bcrypt-cost", 10, int, "bcrypt cost for password hashing."),
-    Flag("grpc-frontend", "grpcio", _str, "petcd: gRPC front end ('grpcio')."),
+    Flag("grpc-frontend", "native", _str, "petcd: gRPC front end: native (libnghttp2) or grpcio."),
 )
 
 FLAGS_BY_NAME: dict[str, Flag] = {flag.name: flag for flag in FLAGS}
