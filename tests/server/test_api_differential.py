@@ -203,6 +203,8 @@ CALLS: list[Call] = [
     ),
     ("Maintenance", "Downgrade", pb.DowngradeRequest(action=pb.DowngradeRequest.CANCEL)),
     ("Cluster", "MemberRemove", pb.MemberRemoveRequest(ID=42)),
+    # etcd may drop a conf change proposed right after another one: separate them by a write.
+    put(b"separator", b"1"),
     ("Cluster", "MemberUpdate", pb.MemberUpdateRequest(ID=42, peerURLs=["http://127.0.0.1:1"])),
     ("Cluster", "MemberAdd", pb.MemberAddRequest(peerURLs=["bad url"])),
     ("Cluster", "MemberPromote", pb.MemberPromoteRequest(ID=42)),
@@ -217,6 +219,10 @@ def _blank_ids(message: Any) -> Any:
             message.ClearField(field.name)
         elif field.name == "TTL" and message.DESCRIPTOR.name == "LeaseTimeToLiveResponse":
             message.TTL = min(message.TTL, 0) or 1  # remaining time: only its sign matters
+        elif field.name == "keys" and message.DESCRIPTOR.name == "LeaseTimeToLiveResponse":
+            ordered_keys = sorted(value)  # etcd lists a lease's keys in Go map order
+            del message.keys[:]
+            message.keys.extend(ordered_keys)
         elif field.name == "leases":  # etcd lists leases in Go map order
             ordered = sorted(value, key=lambda lease: lease.ID)
             message.ClearField("leases")

@@ -58,6 +58,8 @@ class KVService:
         server = self.server
         if server.leader_id == 0:
             self._check_leader(ctx)
+        if server.learner and not req.serializable:
+            raise errors.NotSupportedForLearnerError()
         if not req.serializable:
             await server.linearizable_barrier()
         response = server.store.range(req)

@@ -95,6 +95,12 @@ FLAGS: tuple[Flag, ...] = (
     Flag("data-dir", "", _str, "Path to the data directory (default: <name>.petcd)."),
     Flag("wal-dir", "", _str, "Path to a dedicated WAL directory (default: data-dir/member/wal)."),
     Flag("snapshot-count", 100_000, int, "Applied entries between raft snapshots."),
+    Flag(
+        "experimental-snapshot-catchup-entries",
+        5000,
+        int,
+        "Entries kept after a snapshot for slow followers to catch up from.",
+    ),
     Flag("heartbeat-interval", 100, int, "Time (ms) of a heartbeat interval."),
     Flag("election-timeout", 1000, int, "Time (ms) for an election to timeout."),
     Flag("initial-election-tick-advance", True, parse_bool, "Fast-forward election ticks."),
@@ -167,6 +173,18 @@ FLAGS: tuple[Flag, ...] = (
     Flag("auth-token-ttl", 300, int, "Simple token TTL in seconds."),
     Flag("bcrypt-cost", 10, int, "bcrypt cost for password hashing."),
     Flag("grpc-frontend", "native", _str, "petcd: gRPC front end: native (libnghttp2) or grpcio."),
+    Flag(
+        "experimental-peer-fault-injection",
+        False,
+        parse_bool,
+        "petcd: let tests partition this member through a peer RPC (never in production).",
+    ),
+    Flag(
+        "experimental-lease-checkpoint-interval",
+        "5m",
+        parse_duration_s,
+        "petcd: how often the leader checkpoints remaining lease TTLs (etcd: 5m).",
+    ),
 )
 
 FLAGS_BY_NAME: dict[str, Flag] = {flag.name: flag for flag in FLAGS}

@@ -34,7 +34,7 @@ import random
 import struct
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from petcd import ETCD_API_VERSION, errors
 from petcd.lease import Lessor, min_lease_ttl_s
@@ -48,39 +48,23 @@ from petcd.server.alarms import AlarmStore
 from petcd.server.apply import AppliedBatch, Applier
 from petcd.server.compactor import Compactor, parse_retention
 from petcd.server.config import ServerConfig
+from petcd.server.peering import Peering
 from petcd.server.storage import Paths, RaftState, create_raft_state, open_raft_state
 from petcd.wal import DirLock, Snapshotter, WalSnapshot
 
 log = logging.getLogger("petcd.server")
 
-#: Entries kept in the raft log after a snapshot so slow followers catch up without one.
-SNAPSHOT_CATCHUP_ENTRIES = 5000
 #: etcd refuses new proposals when committed − applied exceeds this.
 MAX_APPLY_GAP = 5000
 #: Re-issue a ReadIndex round that got no answer after this long.
 READ_INDEX_RETRY_S = 0.5
+#: How often a leaderless member asks its peers whether it was removed from the cluster.
+REMOVED_CHECK_S = 1.0
+#: etcd's strict reconfiguration check: peers must have been connected this long.
+RECONFIG_HEALTH_S = 5.0
 LEASE_REVOKE_BATCH = 1000
 WAL_SEGMENT_BYTES = 64 * 1024 * 1024
 _CTX = struct.Struct(">Q")
-
-
-class PeerTransport(Protocol):
-    """How raft messages reach other members (petcd.transport provides the real one)."""
-
-    def send(self, messages: Sequence[raft_pb2.Message]) -> None: ...
-
-    async def stop(self) -> None: ...
-
-
-class NullTransport:
-    """A single-member cluster has nobody to talk to."""
-
-    def send(self, messages: Sequence[raft_pb2.Message]) -> None:
-        for message in messages:
-            log.debug("dropping raft message to %x: no transport", message.to)
-
-    async def stop(self) -> None:
-        return None
 
 
 class _ReadRound:
@@ -95,10 +79,10 @@ class _ReadRound:
 class EtcdServer:
     """One petcd member. Create, `await start()`, serve, `await stop()`."""
 
-    def __init__(self, config: ServerConfig, transport: PeerTransport | None = None) -> None:
+    def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.paths = Paths.of(config.data_dir_path, config.wal_dir)
-        self.transport: PeerTransport = transport or NullTransport()
+        self.peering = Peering(self)
         self.request_timeout_s = config.request_timeout_s
         self.max_request_bytes = int(config.max_request_bytes)
         self.quota_bytes = config.quota_bytes
@@ -136,6 +120,12 @@ class EtcdServer:
         self._compaction_waiters: list[tuple[Any, asyncio.Future[None]]] = []
         self.leader_changed = asyncio.Event()
         self._apply_lock = asyncio.Lock()
+        self.learner = False
+        self._peering_started = False
+        self._initial_members: dict[str, list[str]] = {}
+        self._initial_ids: dict[str, int] = {}
+        self._join_members: dict[int, list[str]] = {}
+        self._join_as_learner = False
         self._campaign_pending = False
 
     # --- start and stop ----------------------------------------------------------------------
@@ -145,8 +135,16 @@ class EtcdServer:
         self.paths.make()
         self._lock = DirLock(self.paths.data_dir)
         try:
-            self._open_storage()
+            await self._open_storage()
+            if not self._peering_started:
+                self.peering.set_identity(self.member_id, self.cluster_id)
+                await self.peering.start()
+                self._peering_started = True
+            self._add_initial_peers()
+            self._update_learner()
         except BaseException:
+            if self._peering_started:
+                await self.peering.stop()
             self._lock.release()
             raise
         self._tasks = [
@@ -189,7 +187,7 @@ class EtcdServer:
         )
         self._tasks.append(loop.create_task(compactor.run(), name="auto-compactor"))
 
-    def _open_storage(self) -> None:
+    async def _open_storage(self) -> None:
         cfg = self.config
         self.backend = Backend(
             self.paths.backend_dir,
@@ -211,6 +209,8 @@ class EtcdServer:
 
         if WAL.exists(self.paths.wal_dir):
             state = open_raft_state(self.paths, WAL_SEGMENT_BYTES)
+        elif cfg.initial_cluster_state == "existing":
+            state = await self._join_state()
         else:
             state = self._bootstrap_state()
         self.wal = state.wal
@@ -222,7 +222,8 @@ class EtcdServer:
         snapshot_index = state.snapshot.metadata.index if state.snapshot is not None else 0
         self._snapshot_index = snapshot_index
         self.node = RawNode(self._raft_config(applied=snapshot_index))
-        if state.fresh:
+        if state.fresh and self._initial_members:
+            # A new cluster; a member joining an existing one learns everything from the leader.
             self.node.bootstrap(self._initial_peers())
         self.applier = Applier(
             self.store, self.lessor, self.cluster, self.alarms, self.node.apply_conf_change
@@ -235,11 +236,6 @@ class EtcdServer:
 
     def _bootstrap_state(self) -> RaftState:
         cfg = self.config
-        if cfg.initial_cluster_state != "new":
-            raise errors.StorageError(
-                "petcd: joining an existing cluster needs the cluster transport "
-                "(--initial-cluster-state existing is not supported by this member)"
-            )
         members = cfg.initial_cluster_map()
         token = str(cfg.initial_cluster_token)
         ids = {name: idutil.member_id(urls, token) for name, urls in members.items()}
@@ -248,6 +244,68 @@ class EtcdServer:
         member_id = ids[str(cfg.name)]
         cluster_id = idutil.cluster_id(list(ids.values()))
         return create_raft_state(self.paths, member_id, cluster_id, WAL_SEGMENT_BYTES)
+
+    async def _join_state(self) -> RaftState:
+        """--initial-cluster-state existing: learn our id and the cluster from its members."""
+        cfg = self.config
+        local = cfg.initial_cluster_map()
+        own_urls = sorted(cfg.initial_advertise_peer_urls)
+        await self.peering.start()
+        self._peering_started = True
+        urls = [url for member_urls in local.values() for url in member_urls]
+        response = await self.peering.fetch_members(urls, own_urls)
+        remote = {frozenset(m.peerURLs) for m in response.members}
+        if remote != {frozenset(u) for u in local.values()}:
+            raise errors.StorageError(
+                "petcd: --initial-cluster does not match the cluster's members "
+                f"({sorted(sorted(u) for u in remote)})"
+            )
+        mine = [m for m in response.members if sorted(m.peerURLs) == own_urls]
+        if not mine:
+            raise errors.StorageError(
+                f"petcd: no member of the cluster has peer URLs {own_urls}: "
+                "add this member with `member add` first"
+            )
+        cluster_id = response.header.cluster_id
+        self._join_members = {m.ID: list(m.peerURLs) for m in response.members}
+        self._join_as_learner = mine[0].isLearner
+        self.peering.set_identity(mine[0].ID, cluster_id)
+        return create_raft_state(self.paths, mine[0].ID, cluster_id, WAL_SEGMENT_BYTES)
+
+    def _add_initial_peers(self) -> None:
+        """Peers before any conf change is applied: bootstrap/join lists, then membership."""
+        if self._initial_members:
+            for name, urls in self._initial_members.items():
+                member_id = self._initial_ids[name]
+                if member_id != self.member_id:
+                    self.peering.transport.add_peer(member_id, urls)
+        for member_id, urls in self._join_members.items():
+            if member_id != self.member_id:
+                self.peering.transport.add_peer(member_id, urls)
+        if self.cluster.members:
+            self.peering.sync_peers()
+
+    def report_unreachable(self, member_id: int) -> None:
+        if not self._stopping:
+            self.node.report_unreachable(member_id)
+            self._wake.set()
+
+    def report_snapshot(self, member_id: int, ok: bool) -> None:
+        if not self._stopping:
+            self.node.report_snapshot(member_id, ok)
+            self._wake.set()
+
+    @property
+    def is_learner(self) -> bool:
+        member = self.cluster.member(self.member_id)
+        if member is None:
+            # Joining, before our own MemberAdd is applied: what the cluster told us.
+            return self._join_as_learner
+        return member.is_learner
+
+    def _update_learner(self) -> None:
+        """`learner`: a plain attribute the API checks on every request."""
+        self.learner = self.is_learner
 
     def _initial_peers(self) -> list[Peer]:
         peers = []
@@ -308,7 +366,7 @@ class EtcdServer:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._fail_all(errors.StoppedError())
-        await self.transport.stop()
+        await self.peering.stop()
         await asyncio.get_running_loop().run_in_executor(self._wal_executor, self.wal.close)
         self._wal_executor.shutdown(wait=True)
         self._sync_executor.shutdown(wait=True)
@@ -524,7 +582,7 @@ class EtcdServer:
             self._on_read_states(rd.read_states)
         leader = self.raft_state == StateType.LEADER
         if leader and rd.messages:
-            self.transport.send(rd.messages)
+            self.peering.send(rd.messages)
         if rd.snapshot is not None and rd.snapshot.metadata.index > 0:
             await self._install_snapshot(rd.snapshot)
         saving = None
@@ -541,7 +599,7 @@ class EtcdServer:
         if rd.hard_state is not None:
             self.raft_storage.set_hard_state(rd.hard_state)
         if not leader and rd.messages:
-            self.transport.send(rd.messages)
+            self.peering.send(rd.messages)
         self.node.advance(rd)
         if self._campaign_pending:
             self._campaign_now()
@@ -593,6 +651,8 @@ class EtcdServer:
             self._compaction_event.set()
 
     def _on_conf_change(self, cc: raft_pb2.ConfChange) -> None:
+        self.peering.sync_peers()
+        self._update_learner()
         if cc.type == raft_pb2.CONF_CHANGE_REMOVE_NODE and cc.node_id == self.member_id:
             log.warning("this member was removed from the cluster; stopping")
             assert self._loop is not None
@@ -650,7 +710,7 @@ class EtcdServer:
                 self.wal.save_snapshot,
                 WalSnapshot(meta.index, meta.term, meta.conf_state),
             )
-            compact_to = index - SNAPSHOT_CATCHUP_ENTRIES
+            compact_to = index - int(self.config.experimental_snapshot_catchup_entries)
             if compact_to > self.raft_storage.first_index():
                 self.raft_storage.compact(compact_to)
             await loop.run_in_executor(self._wal_executor, self.wal.release_before, index)
@@ -677,6 +737,9 @@ class EtcdServer:
     async def _housekeeping(self) -> None:
         """Every 100 ms: request timeouts, ReadIndex retries, watch catch-up, lease expiry."""
         loop = asyncio.get_running_loop()
+        checkpoint_interval_s = float(self.config.experimental_lease_checkpoint_interval)
+        next_checkpoint = loop.time() + checkpoint_interval_s
+        next_removed_check = loop.time() + REMOVED_CHECK_S
         while True:
             await asyncio.sleep(0.1)
             now = loop.time()
@@ -684,9 +747,19 @@ class EtcdServer:
             self._retry_read_round(now)
             self._retry_parked()
             self.store.sync_watchers()
+            if self.leader_id == 0 and now >= next_removed_check:
+                next_removed_check = now + REMOVED_CHECK_S
+                self._fire_and_forget(self._stop_if_removed())
             if self.is_leader:
                 self._revoke_expired_leases()
-                self._checkpoint_leases()
+                if now >= next_checkpoint:
+                    next_checkpoint = now + checkpoint_interval_s
+                    self._checkpoint_leases()
+
+    async def _stop_if_removed(self) -> None:
+        if self.member_id in self.cluster.removed or await self.peering.check_removed():
+            log.warning("this member was removed from the cluster; stopping")
+            await self.stop()
 
     def _revoke_expired_leases(self) -> None:
         for lease_id in self.lessor.expired(LEASE_REVOKE_BATCH):
@@ -771,12 +844,29 @@ class EtcdServer:
                 raise errors.TimeoutWaitAppliedIndexError() from None
 
     async def lease_renew(self, lease_id: int) -> int:
-        await self._leader_ready()
-        return self.lessor.renew(lease_id)
+        if self.is_leader:
+            await self._leader_ready()
+            return self.lessor.renew(lease_id)
+        raw = await self.peering.call_leader(
+            "lease.renew",
+            rpc_pb2.LeaseKeepAliveRequest(ID=lease_id).SerializeToString(),
+            self.request_timeout_s,
+        )
+        return int(rpc_pb2.LeaseKeepAliveResponse.FromString(raw).TTL)
 
     async def lease_time_to_live(self, lease_id: int) -> tuple[int, int, list[bytes]] | None:
-        await self._leader_ready()
-        return self.lessor.time_to_live(lease_id)
+        if self.is_leader:
+            await self._leader_ready()
+            return self.lessor.time_to_live(lease_id)
+        raw = await self.peering.call_leader(
+            "lease.ttl",
+            rpc_pb2.LeaseTimeToLiveRequest(ID=lease_id, keys=True).SerializeToString(),
+            self.request_timeout_s,
+        )
+        response = rpc_pb2.LeaseTimeToLiveResponse.FromString(raw)
+        if response.TTL == -1:
+            return None
+        return int(response.TTL), int(response.grantedTTL), list(response.keys)
 
     async def defragment(self) -> None:
         """Copy the backend compactly while reads go on, then swap it in between batches."""
@@ -853,6 +943,7 @@ class EtcdServer:
             is_learner=is_learner,
         )
         self.cluster.check_add(record)
+        self._check_reconfig_add()
         kind = (
             raft_pb2.CONF_CHANGE_ADD_LEARNER_NODE if is_learner else raft_pb2.CONF_CHANGE_ADD_NODE
         )
@@ -865,6 +956,7 @@ class EtcdServer:
 
     async def member_remove(self, member_id: int) -> list[rpc_pb2.Member]:
         self.cluster.check_remove(member_id)
+        self._check_reconfig_remove(member_id)
         return await self._propose_conf_change(
             raft_pb2.ConfChange(type=raft_pb2.CONF_CHANGE_REMOVE_NODE, node_id=member_id)
         )
@@ -882,7 +974,12 @@ class EtcdServer:
     async def member_promote(self, member_id: int) -> list[rpc_pb2.Member]:
         self.cluster.check_promote(member_id)
         if not self.is_leader:
-            raise errors.NoLeaderError() if self.leader_id == 0 else errors.NotLeaderError()
+            raw = await self.peering.call_leader(
+                "member.promote",
+                rpc_pb2.MemberPromoteRequest(ID=member_id).SerializeToString(),
+                self.request_timeout_s,
+            )
+            return list(rpc_pb2.MemberPromoteResponse.FromString(raw).members)
         self._check_learner_ready(member_id)
         record = self.cluster.member(member_id)
         assert record is not None
@@ -894,6 +991,36 @@ class EtcdServer:
                 context=context.SerializeToString(),
             )
         )
+
+    def _connected_voters(self, since_s: float) -> set[int]:
+        """Voters this member has been connected to for at least `since_s` (itself included)."""
+        now = time.monotonic()
+        connected = {self.member_id}
+        for voter in self.cluster.voters():
+            up = self.peering.connected_since(voter)
+            if up is not None and now - up >= since_s:
+                connected.add(voter)
+        return connected
+
+    def _check_reconfig_add(self) -> None:
+        """etcd's strict check: adding needs every voter connected for the last 5 s."""
+        if not self.config.strict_reconfig_check:
+            return
+        voters = set(self.cluster.voters())
+        if len(voters) > 1 and not voters <= self._connected_voters(RECONFIG_HEALTH_S):
+            raise errors.UnhealthyError()
+
+    def _check_reconfig_remove(self, member_id: int) -> None:
+        """etcd's strict check: removing a voter must leave a connected quorum."""
+        if not self.config.strict_reconfig_check:
+            return
+        voters = set(self.cluster.voters())
+        if member_id not in voters:
+            return
+        remaining = voters - {member_id}
+        connected = self._connected_voters(RECONFIG_HEALTH_S) & remaining
+        if len(connected) < len(remaining) // 2 + 1:
+            raise errors.UnhealthyError()
 
     def _check_learner_ready(self, member_id: int) -> None:
         """etcd: a learner is promotable once its match index is ≥ 90% of the leader's."""
@@ -915,7 +1042,7 @@ class EtcdServer:
             raftIndex=self.committed_index,
             raftTerm=self.term,
             raftAppliedIndex=self.applied_index,
-            isLearner=self.member_id in self.cluster.learners(),
+            isLearner=self.learner,
         )
         if self.leader_id == 0:
             response.errors.append(errors.NoLeaderError.default_message)
