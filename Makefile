@@ -54,6 +54,8 @@ typecheck: $(TEST_STAMP)
 
 unit: $(TEST_STAMP)
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+	# the server suite once more on the grpcio front end (the default run used the native one)
+	PETCD_TEST_FRONTEND=grpcio $(VENV)/bin/pytest -q $(PYTEST_ARGS) tests/server
 
 ## make simulate SEEDS=N (or SEED=n to replay one): the deterministic raft cluster simulator
 simulate: $(STAMP)
