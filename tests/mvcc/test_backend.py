@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import random
 import threading
 
 import lmdb
@@ -237,4 +238,43 @@ def test_snapshot_stream_round_trip(db_path: str, tmp_path: pathlib.Path) -> Non
     damaged.write_bytes(b"".join(blob for blob, _ in parts)[:-1] + b"\0")
     with pytest.raises(errors.CorruptFileError):
         snapshot.strip_trailer(str(damaged))
+    backend.close()
+
+
+def test_defrag_under_concurrent_random_writes_keeps_every_database(
+    db_path: str, tmp_path: pathlib.Path
+) -> None:
+    backend = Backend(db_path)
+    store = WatchableStore(backend)
+    fill(store, 30_000)
+    rng = random.Random(11)
+    for round_ in range(4):
+        copy = str(tmp_path / f"defrag-{round_}.db")
+        thread = threading.Thread(target=backend.copy_to, args=(copy,))
+        thread.start()
+        for step in range(3000):  # writes race the copy; bounded whether or not it finishes
+            if not thread.is_alive() and step > 200:
+                break
+            b = store.write_batch()
+            roll = rng.random()
+            key = b"key%06d" % rng.randrange(30_000)
+            if roll < 0.5:
+                b.put(rpc.PutRequest(key=key, value=b"r%d" % step))
+            elif roll < 0.7:
+                b.delete_range(rpc.DeleteRangeRequest(key=key, range_end=key + b"\xff"))
+            elif roll < 0.8:
+                b.put_raw("members", b"m%d" % rng.randrange(50), b"v%d" % step)
+            elif roll < 0.85:
+                b.delete_raw("members", b"m%d" % rng.randrange(50))
+            elif roll < 0.9 and store.current_revision - 50 > store.compact_revision:
+                b.compact(store.current_revision - 50)
+            b.set_consistent_index(store.consistent_index + 1, 1)
+            b.commit()
+            store.compaction_step(max_keys=200)
+        thread.join(timeout=60)
+        assert not thread.is_alive()
+        before = {name: backend.items_raw(name) for name in DB_NAMES}
+        store.defrag_swap(copy)
+        after = {name: backend.items_raw(name) for name in DB_NAMES}
+        assert after == before, f"round {round_}"
     backend.close()
