@@ -1,6 +1,6 @@
 """Server figures: every target under the loadgen's judged scenarios and petcd-benchmark's put/range.
 
-For each target (`PETCD_BENCH_TARGETS`, default "etcd35,ceiling"; etcd 3.5 always runs first
+For each target (`PETCD_BENCH_TARGETS`, default "etcd35,petcd,petcd_grpcio,ceiling"; etcd 3.5 always runs first
 because every other target's figures are recorded beside etcd 3.5's from the same session):
 one throw-away warm-up run, then each scenario `PETCD_BENCH_RUNS` (3) times, each time on a
 freshly started server with a new data directory, and the median is recorded. Server CPU is
@@ -8,7 +8,7 @@ read from /proc over each run and reported per request (`<scenario>_cpu_us`; per
 watch), including the loadgen's connection set-up, which is small next to 100,000 requests.
 
 Figure names: `<prefix>.<figure>`, prefix "etcd35" for etcd 3.5, "ceiling" for the empty grpcio
-server, "server" for petcd (added to `servers.TARGETS` by the server engineer). E.g.
+server, "server" for petcd on its native front end, "server_grpcio" for petcd on grpcio. E.g.
 etcd35.put_per_s, server.range_linearizable_per_s, ceiling.range_per_s, server.put_p99_ms.
 
 `PETCD_BENCH_SCALE` (default 1) scales every --total, for a quick look; judged figures use 1.
@@ -29,7 +29,7 @@ from benchmarks.common import record
 
 RUNS = int(os.environ.get("PETCD_BENCH_RUNS", "3"))
 SCALE = float(os.environ.get("PETCD_BENCH_SCALE", "1"))
-DEFAULT_TARGETS = "etcd35,ceiling"
+DEFAULT_TARGETS = "etcd35,petcd,petcd_grpcio,ceiling"
 WARMUP_ARGS = ["put", "--clients", "64", "--conns", "8", "--total", "20000"]
 _MANY = ["--clients", "64", "--conns", "8", "--total", "100000"]
 

@@ -173,6 +173,17 @@ def start_ceiling(variant: str = "aio") -> Running:
     return Running([endpoint], [process.pid], stop)
 
 
+def start_petcd(frontend: str) -> Running:
+    """One petcd member on the given gRPC front end ("native" or "grpcio")."""
+    from tests.support.petcd_process import PetcdProcess
+
+    server = PetcdProcess(
+        tempfile.mkdtemp(prefix=f"bench-petcd-{frontend}-"),
+        extra_args=["--grpc-frontend", frontend],
+    )
+    return Running([server.endpoint], [server.pid], _cleanup(server.cleanup, server.data_dir))
+
+
 def available(version: str) -> bool:
     try:
         require_binary(version)
@@ -186,4 +197,7 @@ TARGETS: dict[str, Target] = {
     "etcd34": Target("etcd34", "etcd34", lambda: start_etcd("3.4")),
     "etcd35x3": Target("etcd35x3", "etcd35x3", lambda: start_etcd_cluster("3.5")),
     "ceiling": Target("ceiling", "ceiling", start_ceiling, SCENARIOS_KV),
+    # petcd on its native front end (the default) and on grpcio (the fallback)
+    "petcd": Target("petcd", "server", lambda: start_petcd("native")),
+    "petcd_grpcio": Target("petcd_grpcio", "server_grpcio", lambda: start_petcd("grpcio")),
 }
