@@ -135,6 +135,7 @@ class Backend:
         self.enforce_quota = enforce_quota  # see write_batch.py: off for replicated members
         self._lock = threading.Lock()  # orders commits against copy snapshots
         self._journals: dict[str, _Journal] = {}
+        self._copies_running = 0  # the environment must not close under a running copy
         self._writing = False
         self._in_use_bytes = -1  # last measurement, plus quota costs committed since
         self._commits_since_measure = 0
@@ -160,6 +161,7 @@ class Backend:
 
     def close(self) -> None:
         assert not self._writing, "close with a write transaction open"
+        assert self._copies_running == 0, "a copy is still reading this backend"
         if self._env is None:
             return
         self._drop_reader()
@@ -302,6 +304,7 @@ class Backend:
         with self._lock:
             snapshot = self._env.begin()
             self._journals[path] = _Journal()
+            self._copies_running += 1
         try:
             info = self._copy_snapshot(snapshot, path, compact)
         except BaseException:
@@ -309,6 +312,8 @@ class Backend:
             raise
         finally:
             snapshot.abort()
+            with self._lock:
+                self._copies_running -= 1
         self._journals[path].copy_revision = info.revision
         return info
 
@@ -343,6 +348,7 @@ class Backend:
     def swap_in(self, copied_path: str) -> None:
         """Bring a copy up to date and make it the live file (owner thread, no batch open)."""
         assert not self._writing, "swap with a write transaction open"
+        assert self._copies_running == 0, "a copy is still reading this backend"
         copied_path = os.path.abspath(copied_path)
         journal = self._journals.pop(copied_path, None)
         if journal is None or journal.overflowed or journal.copy_revision < 0:
@@ -379,6 +385,7 @@ class Backend:
     def replace_with(self, snapshot_path: str) -> None:
         """Replace the whole backend with a copy of the backend file `snapshot_path`."""
         assert not self._writing
+        assert self._copies_running == 0, "a copy is still reading this backend"
         snapshot_path = os.path.abspath(snapshot_path)
         assert snapshot_path != self.path
         _copy_position(snapshot_path)  # refuses a file that is not a backend
