@@ -214,8 +214,10 @@ class EtcdProcess:
         tls: TLSFiles | None = None,
         start: bool = True,
         start_timeout: float = START_TIMEOUT_S,
+        peer_scheme: str = "http",
     ) -> None:
         self.tls = tls
+        self.peer_scheme = peer_scheme
         self.binary = require_binary(binary) if binary in ETCD_BINARIES else binary
         self.version = binary
         self._own_dir = data_dir is None
@@ -248,7 +250,7 @@ class EtcdProcess:
 
     @property
     def peer_url(self) -> str:
-        return f"http://127.0.0.1:{self.peer_port}"
+        return f"{self.peer_scheme}://127.0.0.1:{self.peer_port}"
 
     @property
     def data_dir(self) -> pathlib.Path:
@@ -417,8 +419,10 @@ class EtcdCluster:
         extra_args: Sequence[str] = (),
         start: bool = True,
         start_timeout: float = START_TIMEOUT_S,
+        peer_scheme: str = "http",
     ) -> None:
         assert 1 <= n <= 7, "a test cluster has 1 to 7 members"
+        self.peer_scheme = peer_scheme
         self._own_dir = data_dir is None
         self._data_dir = pathlib.Path(data_dir or tempfile.mkdtemp(prefix="etcd-cluster-"))
         self.binary = binary
@@ -433,7 +437,7 @@ class EtcdCluster:
         ports = [(free_port(), free_port()) for _ in range(n)]
         names = [f"m{i}" for i in range(n)]
         cluster = ",".join(
-            f"{name}=http://127.0.0.1:{peer}" for name, (_, peer) in zip(names, ports)
+            f"{name}={self.peer_scheme}://127.0.0.1:{peer}" for name, (_, peer) in zip(names, ports)
         )
         token = f"petcd-cluster-{os.getpid()}-{ports[0][0]}"
         self.members = [
@@ -448,6 +452,7 @@ class EtcdCluster:
                 extra_args=self.extra_args,
                 start=False,
                 start_timeout=self.start_timeout,
+                peer_scheme=self.peer_scheme,
             )
             for name, (client, peer) in zip(names, ports)
         ]

@@ -154,6 +154,11 @@ class EtcdServer:
             asyncio.create_task(self._compaction_loop(), name="compaction"),
         ]
         self._start_compactor()
+        corrupt_check_s = float(self.config.experimental_corrupt_check_time)
+        if corrupt_check_s > 0:
+            self._tasks.append(
+                asyncio.create_task(self._corruption_check_loop(corrupt_check_s), name="corrupt")
+            )
         self._kick_off_election()
         log.info(
             "petcd member started",
@@ -755,6 +760,45 @@ class EtcdServer:
                 if now >= next_checkpoint:
                     next_checkpoint = now + checkpoint_interval_s
                     self._checkpoint_leases()
+
+    async def _corruption_check_loop(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            if self.is_leader:
+                with contextlib.suppress(errors.PetcdError):
+                    await self.check_corruption()
+
+    async def check_corruption(self) -> list[int]:
+        """etcd's periodic check (leader): every member's HashKV at the leader's revision.
+
+        A member whose hash differs at the same compact revision gets the CORRUPT alarm.
+        Returns the members found corrupt.
+        """
+        revision = self.store.current_revision
+        local_hash, local_compact, _ = self.store.hash_kv(revision)
+        corrupt: list[int] = []
+        for peer in self.cluster.voters() + self.cluster.learners():
+            if peer == self.member_id:
+                continue
+            try:
+                remote = await self.peering.peer_hash_kv(peer, revision)
+            except (errors.CompactedError, errors.FutureRevisionError):
+                continue  # not comparable at this revision (it lags, or compacted further)
+            except errors.PetcdError as exc:
+                log.info("corruption check: no answer from %x: %s", peer, exc.message)
+                continue
+            if remote.compact_revision == local_compact and remote.hash != local_hash:
+                log.error(
+                    "corruption check: hash mismatch",
+                    extra={"member": f"{peer:x}", "revision": revision},
+                )
+                corrupt.append(peer)
+        for peer in corrupt:
+            alarm = rpc_pb2.AlarmRequest(
+                action=rpc_pb2.AlarmRequest.ACTIVATE, memberID=peer, alarm=rpc_pb2.CORRUPT
+            )
+            await self.propose(internal_pb2.InternalRaftRequest(alarm=alarm))
+        return corrupt
 
     async def _stop_if_removed(self) -> None:
         if self.member_id in self.cluster.removed or await self.peering.check_removed():

@@ -234,6 +234,15 @@ class Peering:
         members = await self.server.member_promote(request.ID)
         return bytes(rpc_pb2.MemberPromoteResponse(members=members).SerializeToString())
 
+    async def peer_hash_kv(self, peer: int, revision: int) -> rpc_pb2.HashKVResponse:
+        raw = await self.transport.call(
+            peer,
+            "hashkv",
+            rpc_pb2.HashKVRequest(revision=revision).SerializeToString(),
+            timeout_s=5.0,
+        )
+        return rpc_pb2.HashKVResponse.FromString(raw)
+
     async def _rpc_hashkv(self, payload: bytes) -> bytes:
         request = rpc_pb2.HashKVRequest.FromString(payload)
         value, compact_revision, _revision = self.server.store.hash_kv(request.revision)
