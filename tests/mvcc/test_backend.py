@@ -13,6 +13,7 @@ import pytest
 
 from petcd import errors
 from petcd.mvcc import DB_NAMES, Backend, WatchableStore, snapshot
+from petcd.mvcc import backend as backend_module
 from petcd.pb import rpc_pb2 as rpc
 from tests.mvcc.test_kv import put
 
@@ -277,4 +278,24 @@ def test_defrag_under_concurrent_random_writes_keeps_every_database(
         store.defrag_swap(copy)
         after = {name: backend.items_raw(name) for name in DB_NAMES}
         assert after == before, f"round {round_}"
+    backend.close()
+
+
+def test_a_copy_left_behind_costs_bounded_memory(
+    db_path: str, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(backend_module, "JOURNAL_MAX_OPS", 50)
+    backend = Backend(db_path)
+    store = WatchableStore(backend)
+    fill(store, 100)
+    copy = str(tmp_path / "forgotten.db")
+    backend.copy_to(copy)  # neither swapped in nor released
+    for i in range(30):  # two meta ops per batch: past the bound after 25 batches
+        b = store.write_batch()
+        b.put(rpc.PutRequest(key=b"k%d" % i, value=b"v"))
+        b.set_consistent_index(i + 1, 1)
+        b.commit()
+    assert backend._journals == {}
+    with pytest.raises(errors.StorageError):
+        store.defrag_swap(copy)
     backend.close()

@@ -58,7 +58,7 @@ META_FINISHED_COMPACT = b"finishedCompactRev"
 DEFAULT_QUOTA_BYTES = 2 * 1024**3
 NO_QUOTA_MAP_BYTES = 1 << 40
 HEADROOM_MIN_BYTES = 64 * 1024**2
-JOURNAL_MAX_OPS = 1_000_000
+JOURNAL_MAX_OPS = 200_000  # a copy never swapped in (or released) costs at most this
 MEASURE_EVERY_COMMITS = 32
 
 # A raw operation on a database: (db name, key, value or None for a delete).
@@ -208,8 +208,9 @@ class Backend:
         try:
             with self._lock:
                 txn.commit()
-                for journal in self._journals.values():
-                    self._journal_append(journal, raw_ops)
+                for path, journal in list(self._journals.items()):
+                    if not self._journal_append(journal, raw_ops):
+                        del self._journals[path]  # too long: that copy can no longer be swapped
         except lmdb.MapFullError as exc:
             raise errors.BackendFullError() from exc
         finally:
@@ -222,14 +223,14 @@ class Backend:
         self._writing = False
 
     @staticmethod
-    def _journal_append(journal: _Journal, raw_ops: list[RawOp]) -> None:
-        if journal.overflowed:
-            return
+    def _journal_append(journal: _Journal, raw_ops: list[RawOp]) -> bool:
+        """Append a commit's ops; False (and the journal emptied) once it outgrows the bound."""
         if len(journal.ops) + len(raw_ops) > JOURNAL_MAX_OPS:
             journal.overflowed = True
             journal.ops.clear()
-            return
+            return False
         journal.ops.extend(raw_ops)
+        return True
 
     # --- raw access for other packages -------------------------------------------------------
 
@@ -296,7 +297,8 @@ class Backend:
         """Write a consistent copy of the backend to the file `path` (thread-safe).
 
         Commits after the copy's snapshot are journaled until `swap_in(path)` or
-        `release_copy(path)`; the journal is dropped if it outgrows JOURNAL_MAX_OPS.
+        `release_copy(path)` (call it for a copy that is only streamed); the journal is dropped
+        if it outgrows JOURNAL_MAX_OPS, and that copy can then no longer be swapped in.
         """
         assert self._env is not None
         path = os.path.abspath(path)
