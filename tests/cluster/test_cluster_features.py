@@ -8,16 +8,18 @@ import threading
 import time
 from collections.abc import Iterator
 
+import grpc
 import lmdb
 import pytest
 
 from petcd import errors
 from petcd.client import Client
-from petcd.pb import kv_pb2
+from petcd.pb import kv_pb2, rpc_pb2, rpc_pb2_grpc
 from tests.cluster.support import (
     assert_same_hashkv,
     member_id,
     petcd_cluster,
+    set_faults,
     status,
     wait_leader,
 )
@@ -153,3 +155,25 @@ def test_cluster_with_peer_tls(tmp_path: pathlib.Path) -> None:
         assert "https://" in cluster.members[0].log_tail(100_000)
     finally:
         cluster.cleanup()
+
+
+def test_hasleader_watch_ends_when_the_member_loses_its_leader(cluster3: EtcdCluster) -> None:
+    leader = wait_leader(cluster3.members)
+    minority = next(m for m in cluster3.members if m is not leader)
+    others = [member_id(m) for m in cluster3.members if m is not minority]
+    with grpc.insecure_channel(minority.endpoint) as channel:
+        stub = rpc_pb2_grpc.WatchStub(channel)  # type: ignore[no-untyped-call]
+        create = rpc_pb2.WatchRequest(create_request=rpc_pb2.WatchCreateRequest(key=b"hl"))
+        stream = stub.Watch(iter([create]), metadata=[("hasleader", "true")], timeout=30)
+        assert next(stream).created
+        set_faults(minority, {"partition": others})
+        started = time.monotonic()
+        try:
+            with pytest.raises(grpc.RpcError) as ended:
+                next(stream)
+        finally:
+            set_faults(minority, {"heal": True})
+        assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert ended.value.details() == "etcdserver: no leader"
+        # 3 election timeouts without a leader (after the election timeout that loses it).
+        assert 3.0 <= time.monotonic() - started <= 10.0

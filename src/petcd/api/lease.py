@@ -63,7 +63,10 @@ class LeaseService:
         server = self.server
         if server.leader_id == 0 and require_leader(ctx):
             raise errors.NoLeaderError()
+        hasleader = require_leader(ctx)
         async for request in requests:
+            if hasleader and server.leaderless_too_long():
+                raise errors.NoLeaderError()
             header = server.header()
             ttl = await server.lease_renew(request.ID)
             await send(rpc_pb2.LeaseKeepAliveResponse(header=header, ID=request.ID, TTL=ttl))

@@ -48,7 +48,7 @@ class WatchService:
         server = self.server
         if server.leader_id == 0 and require_leader(ctx):
             raise errors.NoLeaderError()
-        session = _Session(self, send)
+        session = _Session(self, send, require_leader(ctx))
         reader = asyncio.create_task(session.read(requests))
         try:
             await session.run(reader)
@@ -74,7 +74,7 @@ class WatchService:
 class _Session:
     """One client watch stream."""
 
-    def __init__(self, service: WatchService, send: Send) -> None:
+    def __init__(self, service: WatchService, send: Send, require_leader: bool) -> None:
         self.service = service
         self.server = service.server
         self.send = send
@@ -86,6 +86,8 @@ class _Session:
         self.progress_wanted = False
         self.sent_since_progress: set[int] = set()
         self.closed = False
+        self.require_leader = require_leader
+        self.leader_check_s = int(self.server.config.election_timeout) / 1000.0
 
     def close(self) -> None:
         if not self.closed:
@@ -156,6 +158,10 @@ class _Session:
         next_progress = loop.time() + interval + jitter
         while True:
             timeout = max(0.0, next_progress - loop.time())
+            if self.require_leader:
+                timeout = min(timeout, self.leader_check_s)
+                if self.server.leaderless_too_long():
+                    raise errors.NoLeaderError()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self.wake.wait()
@@ -164,11 +170,10 @@ class _Session:
             if loop.time() >= next_progress:
                 await self._progress_notify()
                 next_progress = loop.time() + interval
-            if reader.done():
-                exc = reader.exception()
-                if exc is not None:
-                    raise exc
-                return  # the client closed its side
+            if reader.done() and reader.exception() is not None:
+                raise reader.exception()  # type: ignore[misc]
+            # A client that closed its sending side still gets events (etcd keeps serving
+            # until the call is cancelled).
 
     async def _flush(self) -> None:
         while self.control:

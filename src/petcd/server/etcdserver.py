@@ -121,6 +121,8 @@ class EtcdServer:
         self.leader_changed = asyncio.Event()
         self._apply_lock = asyncio.Lock()
         self.learner = False
+        #: Monotonic time since when this member has known no leader (None: it knows one).
+        self.leaderless_since: float | None = time.monotonic()
         self._peering_started = False
         self._initial_members: dict[str, list[str]] = {}
         self._initial_ids: dict[str, int] = {}
@@ -307,6 +309,12 @@ class EtcdServer:
             # Joining, before our own MemberAdd is applied: what the cluster told us.
             return self._join_as_learner
         return member.is_learner
+
+    def leaderless_too_long(self) -> bool:
+        """etcd cancels `hasleader` streams after 3 election timeouts without a leader."""
+        since = self.leaderless_since
+        limit_s = 3 * int(self.config.election_timeout) / 1000.0
+        return since is not None and time.monotonic() - since >= limit_s
 
     def _update_learner(self) -> None:
         """`learner`: a plain attribute the API checks on every request."""
@@ -622,6 +630,10 @@ class EtcdServer:
             self.lessor.demote()
         if previous_leader != self.leader_id:
             log.info("leader changed", extra={"leader": f"{self.leader_id:x}"})
+            if self.leader_id == 0:
+                self.leaderless_since = time.monotonic()
+            elif previous_leader == 0:
+                self.leaderless_since = None
             self.leader_changed.set()
             self.leader_changed = asyncio.Event()
             round_ = self._read_inflight
