@@ -20,15 +20,20 @@ SOURCE = "src/petcd/api/native/_h2.pyx"
 
 
 def extensions() -> list[Extension]:
-    if cythonize is None or os.environ.get("PETCD_NO_NATIVE") == "1":
+    if os.environ.get("PETCD_NO_NATIVE") == "1":
+        return []
+    generated = SOURCE.removesuffix(".pyx") + ".c"
+    if cythonize is None and not os.path.exists(generated):
         return []
     extension = Extension(
         "petcd.api.native._h2",
-        [SOURCE],
+        [SOURCE if cythonize is not None else generated],
         libraries=["nghttp2"],
         extra_compile_args=["-O2"],
         optional=True,  # a failed build is a warning: the grpcio front end still works
     )
+    if cythonize is None:  # an sdist carries the generated C: no Cython needed to build it
+        return [extension]
     return list(cythonize([extension], language_level=3, quiet=True))
 
 

@@ -4,6 +4,7 @@ notice (every test ends with a normal call through grpcio)."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import struct
 import time
@@ -167,3 +168,24 @@ def test_thousands_of_abandoned_streams_stay_bounded(native: Running) -> None:
         time.sleep(0.02)
     assert native.streams() == 0  # the connection's streams went with it
     assert_others_fine(native)
+
+
+def test_shutdown_sends_goaway_and_answers_calls_in_flight(native: Running) -> None:
+    client = h2raw.RawClient(native.port)
+    client.send(
+        request(1, h2raw.grpc_message(rpc_pb2.RangeRequest(key=b"slow").SerializeToString()))
+    )
+    deadline = time.monotonic() + 5
+    while native.streams() == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stopping = asyncio.run_coroutine_threadsafe(native.server.stop(0.2), native.loop)
+    frames = client.read_until(
+        lambda fs: h2raw.goaway(fs) is not None and h2raw.stream_ended(fs, 1)
+    )
+    goaway = h2raw.goaway(frames)
+    assert goaway is not None and goaway.error_code == 0
+    assert int.from_bytes(goaway.payload[:4], "big") == 1  # the last stream we processed
+    assert trailers_only(frames, 1)  # the cut call got a status (UNAVAILABLE), not silence
+    stopping.result(10)
+    client.wait_closed()
+    assert native.probe.cancelled.is_set()
