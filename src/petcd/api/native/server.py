@@ -295,6 +295,8 @@ class _Connection(asyncio.Protocol):
             self._fail(sid, exc)
         finally:
             del self.calls[sid]
+            if self.expired:  # a handler may swallow its cancellation and still return
+                self.expired.discard(sid)
             self.schedule_flush()
 
     async def _server_stream(self, sid: int, method: Method, request: Any, ctx: _Context) -> None:
