@@ -66,6 +66,7 @@ class MaintenanceService:
         os.close(fd)
         try:
             await server.run_in_thread(server.backend.copy_to, path)
+            server.backend.release_copy(path)  # not swapped in: stop journaling for it
             size = os.path.getsize(path)
             digest = hashlib.sha256()
             sent = 0

@@ -454,8 +454,10 @@ class EtcdServer:
     def _flush_proposals(self) -> None:
         self._flush_scheduled = False
         pending, self._pending = self._pending, []
-        if self.leader_id == 0:
-            self._parked.extend(pending)  # retried when a leader appears
+        if self.leader_id == 0 or not self._leader_reachable():
+            # Retried when a (reachable) leader appears: a proposal forwarded to a leader we
+            # cannot reach would be lost, and its client would wait out its whole timeout.
+            self._parked.extend(pending)
             return
         try:
             self.node.propose_batch([data for _request_id, data in pending])
@@ -466,8 +468,12 @@ class EtcdServer:
             return
         self._wake.set()
 
+    def _leader_reachable(self) -> bool:
+        leader = self.leader_id
+        return leader == self.member_id or self.peering.connected_since(leader) is not None
+
     def _retry_parked(self) -> None:
-        if self._parked and self.leader_id != 0:
+        if self._parked and self.leader_id != 0 and self._leader_reachable():
             parked, self._parked = self._parked, []
             live = [(rid, data) for rid, data in parked if rid in self._waiters]
             self._pending.extend(live)
@@ -744,11 +750,21 @@ class EtcdServer:
     # --- background work ----------------------------------------------------------------------
 
     async def _ticker(self) -> None:
+        """One raft tick per heartbeat interval, on a fixed schedule (no drift under load)."""
         interval = int(self.config.heartbeat_interval) / 1000.0
+        loop = asyncio.get_running_loop()
         node = self.node
+        next_tick = loop.time() + interval
         while True:
-            await asyncio.sleep(interval)
-            node.tick()
+            await asyncio.sleep(max(0.0, next_tick - loop.time()))
+            now = loop.time()
+            # Catch up at most one election timeout of missed ticks after a long stall.
+            behind = min(int((now - next_tick) / interval), self.config.election_ticks)
+            for _ in range(1 + behind):
+                node.tick()
+            next_tick += interval * (1 + behind)
+            if next_tick < now:
+                next_tick = now + interval
             self._wake.set()
 
     async def _housekeeping(self) -> None:
