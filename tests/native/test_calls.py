@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import struct
+import threading
 import time
 
 import grpc
@@ -165,5 +167,16 @@ def test_a_stream_nobody_reads_blocks_only_itself(native: Running) -> None:
         sent = native.call(lambda: native.probe.flood_sent)
         assert 0 < sent < 20  # the handler waits: at most ~256 KiB queued for the stream
         assert not h2raw.stream_ended(frames, 1)
+        # and a held-back stream costs no CPU: the server thread idles (no flush spinning)
+        tid = native.call(threading.get_native_id)
+        before = _thread_cpu_s(tid)
+        time.sleep(0.5)  # a measurement window, not synchronisation
+        assert _thread_cpu_s(tid) - before < 0.1
     finally:
         client.close()
+
+
+def _thread_cpu_s(tid: int) -> float:
+    with open(f"/proc/self/task/{tid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

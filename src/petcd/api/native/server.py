@@ -394,7 +394,9 @@ class _Connection(asyncio.Protocol):
                 waiter.set_result(None)
         if self.h2.want_close():
             self._close()
-        elif self.h2.want_write() and not self.write_paused:
+        elif data and self.h2.want_write() and not self.write_paused:
+            # drain() stops after a bounded number of frames; go on next iteration. Only after
+            # progress: nghttp2 may "want to write" a stream that flow control holds back.
             self.schedule_flush()
 
     def _close(self) -> None:
