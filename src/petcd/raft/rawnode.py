@@ -230,6 +230,10 @@ class RawNode:
         """Apply a committed conf change; raises ConfChangeError (nothing changed) if invalid."""
         return self.raft.apply_conf_change(confchange.as_v2(cc))
 
+    def expedite_election(self, extra_ticks: int) -> None:
+        """See Raft.expedite_election: the server saw the leader's connection break."""
+        self.raft.expedite_election(extra_ticks)
+
     def report_unreachable(self, id_: int) -> None:
         if id_ in self.raft.trk.progress:
             self.raft.step(Message(type=MSG_UNREACHABLE, from_=id_))
