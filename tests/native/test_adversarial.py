@@ -190,3 +190,24 @@ def test_shutdown_sends_goaway_and_answers_calls_in_flight(native: Running) -> N
     stopping.result(10)
     client.wait_closed()
     assert native.probe.cancelled.is_set()
+
+
+def test_a_client_that_never_reads_its_socket_is_held_by_backpressure(native: Running) -> None:
+    """Windows wide open but the socket never read: the kernel buffer fills, the transport
+    pauses, the handler's sends wait; the server does not buffer the 128 MiB asked for."""
+    client = h2raw.RawClient(native.port, window=(1 << 31) - 1)
+    client.send(frame(h2raw.WINDOW_UPDATE, 0, 0, struct.pack(">I", (1 << 31) - 1 - 65535)))
+    flood = rpc_pb2.RangeRequest(key=b"flood", limit=2000).SerializeToString()
+    client.send(request(1, h2raw.grpc_message(flood), path=f"/{SERVICE}/Stream"))
+    deadline = time.monotonic() + 10
+    previous = -1
+    while time.monotonic() < deadline:  # until the handler stops making progress
+        sent = native.call(lambda: native.probe.flood_sent)
+        if sent == previous and sent > 0:
+            break
+        previous = sent
+        time.sleep(0.2)
+    sent = native.call(lambda: native.probe.flood_sent)
+    assert 0 < sent < 400, sent  # at most socket buffers + 256 KiB queued
+    assert_others_fine(native)
+    client.close()
