@@ -31,6 +31,7 @@ import contextlib
 import heapq
 import logging
 import os
+import ssl
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -467,19 +468,24 @@ class NativeServer:
         self.connections: set[_Connection] = set()
         self.listeners: list[asyncio.Server] = []
 
-    async def listen(self, address: str) -> int:
-        """Serve on `host:port`, `[v6]:port` or `unix:path`; the bound port (0 for unix)."""
+    async def listen(self, address: str, tls: ssl.SSLContext | None = None) -> int:
+        """Serve on `host:port`, `[v6]:port` or `unix:path`; the bound port (0 for unix).
+
+        With `tls`, connections are TLS (Python's ssl through asyncio) offering ALPN "h2".
+        """
+        if tls is not None:
+            tls.set_alpn_protocols(["h2"])
         if address.startswith("unix:"):
             path = address[len("unix:") :]
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-            listener = await self.loop.create_unix_server(lambda: _Connection(self), path)
+            listener = await self.loop.create_unix_server(lambda: _Connection(self), path, ssl=tls)
             self.listeners.append(listener)
             return 0
         host, _, port = address.rpartition(":")
         host = host.strip("[]") or "127.0.0.1"
         listener = await self.loop.create_server(
-            lambda: _Connection(self), host, int(port), reuse_address=True, backlog=1024
+            lambda: _Connection(self), host, int(port), reuse_address=True, backlog=1024, ssl=tls
         )
         self.listeners.append(listener)
         bound = listener.sockets[0].getsockname()
