@@ -717,6 +717,9 @@ cdef class Connection:
             return 0
         if name[0] == 58:  # other pseudo headers (:scheme, :authority)
             return 0
+        if (namelen == 2 and memcmp(name, b"te", 2) == 0) or (
+                namelen == 10 and memcmp(name, b"user-agent", 10) == 0):
+            return 0  # "te", "user-agent": every request has them, no call needs them
         if namelen == 12 and memcmp(name, b"content-type", 12) == 0:
             stream.bad_type = not (valuelen >= 16 and memcmp(value, b"application/grpc", 16) == 0
                                    and (valuelen == 16 or value[16] == 43 or value[16] == 59))
