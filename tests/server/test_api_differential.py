@@ -206,7 +206,9 @@ CALLS: list[Call] = [
     # etcd may drop a conf change proposed right after another one: separate them by a write.
     put(b"separator", b"1"),
     ("Cluster", "MemberUpdate", pb.MemberUpdateRequest(ID=42, peerURLs=["http://127.0.0.1:1"])),
+    put(b"separator", b"2"),
     ("Cluster", "MemberAdd", pb.MemberAddRequest(peerURLs=["bad url"])),
+    put(b"separator", b"3"),
     ("Cluster", "MemberPromote", pb.MemberPromoteRequest(ID=42)),
     ("Auth", "Authenticate", pb.AuthenticateRequest(name="root", password="x")),
     ("Auth", "AuthStatus", pb.AuthStatusRequest()),
