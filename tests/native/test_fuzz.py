@@ -11,6 +11,7 @@ import random
 import resource
 import struct
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -18,7 +19,7 @@ from petcd.pb import rpc_pb2
 from tests.native import h2raw
 from tests.native.h2raw import DATA, END_HEADERS, END_STREAM, HEADERS, frame
 
-_h2 = __import__("pytest").importorskip("petcd.api.native._h2")
+_h2 = pytest.importorskip("petcd.api.native._h2")
 
 METHODS = {b"/t.S/Unary": 0 * 4 + 0, b"/t.S/Stream": 1 * 4 + 1, b"/t.S/Bidi": 2 * 4 + 2}
 MAX_STREAMS = 64
@@ -162,3 +163,22 @@ def test_the_unmutated_corpus_reaches_every_event_kind() -> None:
         conn = _h2.Connection(METHODS, 4096, MAX_STREAMS)
         kinds.update(event[0] for event in conn.feed(conversation(random.Random(seed))))
     assert kinds == {0, 1, 2, 3, 4}
+
+
+def test_a_ping_flood_ends_the_session_and_late_answers_are_harmless() -> None:
+    conn = _h2.Connection(METHODS, 4096, MAX_STREAMS)
+    message = h2raw.grpc_message(rpc_pb2.RangeRequest(key=b"k").SerializeToString())
+    events = conn.feed(
+        h2raw.PREFACE
+        + h2raw.settings()
+        + frame(HEADERS, END_HEADERS, 1, h2raw.grpc_headers("/t.S/Unary"))
+        + frame(DATA, END_STREAM, 1, message)
+    )
+    assert [e[0] for e in events] == [0]
+    flood = frame(h2raw.PING, 0, 0, b"12345678") * 2000  # acknowledgements never drained
+    with pytest.raises(_h2.ProtocolError):
+        conn.feed(flood)  # nghttp2: more than 1000 queued ACKs is a flood
+    assert conn.want_close()
+    conn.respond(1, b"late")  # the handler finishing afterwards must not raise
+    conn.finish(1, 0)
+    conn.drain()
