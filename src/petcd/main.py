@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
 import signal
+import ssl
 import sys
 import time
 import urllib.parse
@@ -83,16 +85,66 @@ class _Frontend:
         self.name = name
 
 
+@dataclasses.dataclass(slots=True)
+class ClientTLS:
+    """The client port's TLS files (--cert-file, --key-file, --client-cert-auth + CA)."""
+
+    cert_file: str
+    key_file: str
+    trusted_ca_file: str
+    client_cert_auth: bool
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """For the native front end: Python's ssl (asyncio does the TLS)."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(self.cert_file, self.key_file)
+        if self.client_cert_auth:
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(self.trusted_ca_file)
+        return context
+
+    def grpc_credentials(self) -> Any:
+        import grpc
+
+        with open(self.key_file, "rb") as key, open(self.cert_file, "rb") as cert:
+            pair = (key.read(), cert.read())
+        roots = None
+        if self.client_cert_auth:
+            with open(self.trusted_ca_file, "rb") as ca:
+                roots = ca.read()
+        return grpc.ssl_server_credentials(
+            [pair], root_certificates=roots, require_client_auth=self.client_cert_auth
+        )
+
+
+def client_tls(config: ServerConfig) -> ClientTLS | None:
+    """The TLS settings when any client URL is https/unixs (a ConfigError if incomplete)."""
+    schemes = {urllib.parse.urlsplit(url).scheme for url in config.listen_client_urls}
+    if not schemes & {"https", "unixs"}:
+        return None
+    if not config.cert_file or not config.key_file:
+        raise ConfigError("https client URLs need --cert-file and --key-file")
+    if config.client_cert_auth and not config.trusted_ca_file:
+        raise ConfigError("--client-cert-auth needs --trusted-ca-file")
+    return ClientTLS(
+        str(config.cert_file),
+        str(config.key_file),
+        str(config.trusted_ca_file),
+        bool(config.client_cert_auth),
+    )
+
+
 async def start_frontend(config: ServerConfig, server: EtcdServer) -> _Frontend:
     """The native front end (libnghttp2) when asked and importable, else grpcio."""
     methods = all_methods(server)
     max_request_bytes = int(config.max_request_bytes)
     max_streams = int(config.max_concurrent_streams)
-    addresses = []
+    tls = client_tls(config)
+    addresses: list[tuple[str, str, ClientTLS | None]] = []
     for url in config.listen_client_urls:
-        if urllib.parse.urlsplit(url).scheme in ("https", "unixs"):
-            raise ConfigError(f"TLS client URLs are not supported yet: {url}")
-        addresses.append((url, grpc_address(url)))
+        is_tls = urllib.parse.urlsplit(url).scheme in ("https", "unixs")
+        addresses.append((url, grpc_address(url), tls if is_tls else None))
     if str(config.grpc_frontend) == "native":
         try:
             from petcd.api.native.server import NativeServer
@@ -108,16 +160,20 @@ async def start_frontend(config: ServerConfig, server: EtcdServer) -> _Frontend:
                 keepalive_interval_s=float(config.grpc_keepalive_interval),
                 keepalive_timeout_s=float(config.grpc_keepalive_timeout),
             )
-            for url, address in addresses:
+            for url, address, secure in addresses:
                 try:
-                    await native.listen(address)
+                    await native.listen(address, secure.ssl_context() if secure else None)
                 except OSError as exc:
                     await native.stop(0)
                     raise ConfigError(f"cannot listen on {url}: {exc}") from exc
             return _Frontend(native.stop, "native")
     grpc_server = build_server(methods, max_request_bytes, max_streams)
-    for url, address in addresses:
-        if grpc_server.add_insecure_port(address) == 0:
+    for url, address, secure in addresses:
+        if secure is not None:
+            bound = grpc_server.add_secure_port(address, secure.grpc_credentials())
+        else:
+            bound = grpc_server.add_insecure_port(address)
+        if bound == 0:
             raise ConfigError(f"cannot listen on {url}")
     await grpc_server.start()
     return _Frontend(grpc_server.stop, "grpcio")
