@@ -349,11 +349,16 @@ class _Connection(asyncio.Protocol):
     def _add_deadline(self, sid: int, task: asyncio.Task[None], timeout_s: float) -> None:
         when = self.loop.time() + timeout_s
         deadlines = self.deadlines
-        if len(deadlines) > 2 * len(self.calls) + _DEADLINE_SLACK:
-            calls = self.calls
+        calls = self.calls
+        # Calls mostly end in the order they came: drop ended ones from the top as we go, so
+        # the heap stays about as large as the calls in flight.
+        while deadlines and calls.get(deadlines[0][1]) is not deadlines[0][2]:
+            heapq.heappop(deadlines)
+        if len(deadlines) > 2 * len(calls) + _DEADLINE_SLACK:  # one long call holds the top
             self.deadlines = deadlines = [d for d in deadlines if calls.get(d[1]) is d[2]]
             heapq.heapify(deadlines)
         heapq.heappush(deadlines, (when, sid, task))
+        assert len(deadlines) <= 2 * len(calls) + _DEADLINE_SLACK + 1
         if self.deadline_timer is None or when < self.deadline_at:
             self._arm_deadline(when)
 
