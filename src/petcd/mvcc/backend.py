@@ -22,6 +22,10 @@ Invariants:
 Durability: by default LMDB runs with metasync=False (one fdatasync per commit; a power loss
 may undo the last commit, never corrupt). `unsafe_no_fsync=True` (etcd's --unsafe-no-fsync)
 skips fsync: a power loss may corrupt the file. `full_sync=True` syncs the meta page too.
+`commit_sync=False` (what the server uses, design.md "A write, end to end") commits without
+fsync and leaves `sync()` to the owner: the server syncs from a worker thread every batch
+interval and before a raft snapshot lets the WAL go, and replays the WAL after the stored
+consistent index at start, so no acknowledged write depends on a backend fsync.
 """
 
 from __future__ import annotations
@@ -94,7 +98,7 @@ def map_bytes_for_quota(quota_bytes: int) -> int:
     return quota + headroom
 
 
-def _open_env(path: str, map_bytes: int, unsafe_no_fsync: bool, full_sync: bool) -> Any:
+def _open_env(path: str, map_bytes: int, no_commit_sync: bool, full_sync: bool) -> Any:
     try:
         env = lmdb.open(
             path,
@@ -102,7 +106,7 @@ def _open_env(path: str, map_bytes: int, unsafe_no_fsync: bool, full_sync: bool)
             map_size=map_bytes,
             max_dbs=len(DB_NAMES) + 2,
             metasync=full_sync,
-            sync=not unsafe_no_fsync,
+            sync=not no_commit_sync,
             max_spare_txns=2,
             lock=True,
         )
@@ -122,6 +126,7 @@ class Backend:
         unsafe_no_fsync: bool = False,
         *,
         full_sync: bool = False,
+        commit_sync: bool = True,
         enforce_quota: bool = False,
     ) -> None:
         assert path, "backend path required"
@@ -132,6 +137,9 @@ class Backend:
         self.map_bytes = map_bytes_for_quota(quota_bytes)
         self.unsafe_no_fsync = unsafe_no_fsync
         self.full_sync = full_sync
+        #: False: commits are not fsynced; the owner calls sync() (the server replays the WAL
+        #: after the stored consistent index, so a lost commit is re-applied, design.md).
+        self.commit_sync = commit_sync
         self.enforce_quota = enforce_quota  # see write_batch.py: off for replicated members
         self._lock = threading.Lock()  # orders commits against copy snapshots
         self._journals: dict[str, _Journal] = {}
@@ -149,7 +157,12 @@ class Backend:
 
     def _open(self) -> None:
         assert self._env is None
-        self._env = _open_env(self.path, self.map_bytes, self.unsafe_no_fsync, self.full_sync)
+        self._env = _open_env(
+            self.path,
+            self.map_bytes,
+            self.unsafe_no_fsync or not self.commit_sync,
+            self.full_sync,
+        )
         with self._env.begin(write=True) as txn:
             self.dbs = {name: self._env.open_db(name.encode(), txn=txn) for name in DB_NAMES}
         self.key_db = self.dbs["key"]
