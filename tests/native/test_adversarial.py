@@ -211,3 +211,18 @@ def test_a_client_that_never_reads_its_socket_is_held_by_backpressure(native: Ru
     assert 0 < sent < 400, sent  # at most socket buffers + 256 KiB queued
     assert_others_fine(native)
     client.close()
+
+
+def test_grpc_timeout_zero_expires_at_once_and_garbage_is_refused(native: Running) -> None:
+    slow = h2raw.grpc_message(rpc_pb2.RangeRequest(key=b"slow").SerializeToString())
+    client = h2raw.RawClient(native.port)
+    for sid, timeout in ((1, "0S"), (3, "12x"), (5, "123456789S")):
+        headers = h2raw.grpc_headers(ECHO, [("grpc-timeout", timeout)])
+        client.send(frame(HEADERS, END_HEADERS, sid, headers) + frame(DATA, END_STREAM, sid, slow))
+    started = time.monotonic()
+    frames = client.read_until(lambda fs: all(h2raw.stream_ended(fs, s) for s in (1, 3, 5)))
+    assert time.monotonic() - started < 5  # the handler (30 s) was cut short or never run
+    for sid in (1, 3, 5):
+        assert trailers_only(frames, sid), h2raw.on_stream(frames, sid)
+    client.close()
+    assert_others_fine(native)

@@ -729,6 +729,8 @@ cdef class Connection:
         if namelen == 12 and memcmp(name, b"grpc-timeout", 12) == 0:
             stream.timeout_s = parse_timeout(value, valuelen)
             stream.bad_timeout = stream.timeout_s < 0.0
+            if stream.timeout_s == 0.0:
+                stream.timeout_s = 1e-9  # "0S" is a deadline already past, not "none" (0.0)
             return 0
         if namelen == 13 and memcmp(name, b"grpc-encoding", 13) == 0:
             stream.bad_encoding = not (valuelen == 8 and memcmp(value, b"identity", 8) == 0)
