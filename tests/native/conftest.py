@@ -8,6 +8,7 @@ wait on it is bounded.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -19,7 +20,12 @@ from petcd import errors
 from petcd.api.rpc import CallContext, Kind, Method, Send
 from petcd.pb import kv_pb2, rpc_pb2
 
-pytest.importorskip("petcd.api.native._h2", reason="native extension not built")
+if os.environ.get("CI"):
+    # CI builds on a machine where `make test` installs libnghttp2-dev: a missing extension
+    # there is a broken build, not a reason to skip.
+    import petcd.api.native._h2  # noqa: F401
+else:
+    pytest.importorskip("petcd.api.native._h2", reason="native extension not built")
 
 from petcd.api.native.server import NativeServer
 
