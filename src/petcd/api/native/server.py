@@ -171,7 +171,8 @@ class _Connection(asyncio.Protocol):
         self.deadlines: list[tuple[float, int, asyncio.Task[None]]] = []
         self.deadline_timer: asyncio.TimerHandle | None = None
         self.deadline_at = 0.0
-        self.timers: list[asyncio.TimerHandle] = []
+        self.handshake_timer: asyncio.TimerHandle | None = None
+        self.keepalive_timer: asyncio.TimerHandle | None = None
         self.flush_scheduled = False
         self.write_paused = False
         self.closing = False
@@ -185,15 +186,18 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         peername = transport.get_extra_info("peername")
         if isinstance(peername, tuple):
-            self.peer = f"ipv4:{peername[0]}:{peername[1]}"
+            host = str(peername[0])
+            self.peer = (
+                f"ipv6:[{host}]:{peername[1]}" if ":" in host else f"ipv4:{host}:{peername[1]}"
+            )
         self.ctx = _Context(None, self.peer)
         self.server.connections.add(self)
-        self.timers.append(
-            self.loop.call_later(self.server.handshake_timeout_s, self._check_handshake)
+        self.handshake_timer = self.loop.call_later(
+            self.server.handshake_timeout_s, self._check_handshake
         )
         if self.server.keepalive_interval_s > 0:
-            self.timers.append(
-                self.loop.call_later(self.server.keepalive_interval_s, self._keepalive)
+            self.keepalive_timer = self.loop.call_later(
+                self.server.keepalive_interval_s, self._keepalive
             )
         # Our SETTINGS wait for the client's first bytes: a peer that turns out not to speak
         # HTTP/2 (an HTTP/1.1 request) must not get HTTP/2 frames first.
@@ -231,10 +235,9 @@ class _Connection(asyncio.Protocol):
         self.closing = True
         self.transport = None
         self.server.connections.discard(self)
-        for timer in self.timers:
-            timer.cancel()
-        if self.deadline_timer is not None:
-            self.deadline_timer.cancel()
+        for timer in (self.handshake_timer, self.keepalive_timer, self.deadline_timer):
+            if timer is not None:
+                timer.cancel()
         for task in list(self.calls.values()):
             task.cancel()
         for waiter in self.writers.values():
@@ -423,8 +426,8 @@ class _Connection(asyncio.Protocol):
         acked = self.h2.pings_acked
         self.h2.ping()
         self._flush()
-        self.timers.append(
-            self.loop.call_later(self.server.keepalive_timeout_s, self._check_ping, acked)
+        self.keepalive_timer = self.loop.call_later(
+            self.server.keepalive_timeout_s, self._check_ping, acked
         )
 
     def _check_ping(self, acked_before: int) -> None:
@@ -432,7 +435,9 @@ class _Connection(asyncio.Protocol):
             log.info("closing %s: keepalive ping not acknowledged", self.peer)
             self._abort()
             return
-        self.timers.append(self.loop.call_later(self.server.keepalive_interval_s, self._keepalive))
+        self.keepalive_timer = self.loop.call_later(
+            self.server.keepalive_interval_s, self._keepalive
+        )
 
     def _abort(self) -> None:
         if self.transport is not None:
