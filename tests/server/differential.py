@@ -43,6 +43,8 @@ class Normaliser:
         (re.compile(r"\b\d+(\.\d+)? ?[kMG]?B\b"), "SIZE"),
         (re.compile(r'"hash":\d+'), '"hash":H'),
         (re.compile(r'"TTL":\d+'), '"TTL":N'),
+        # Remaining TTLs depend on how long each step took (etcdctl -w json says "ttl").
+        (re.compile(r'"ttl":\d+'), '"ttl":N'),
         (re.compile(r"\| +\d+ \| +\d+ \|( +\|)"), "| IDX | IDX |\\1"),
         (re.compile(r"(true|false), (true|false), (\d+), \d+, \d+, "), r"\1, \2, \3, IDX, IDX, "),
     )
