@@ -12,4 +12,6 @@ rm -f src/petcd/pb/*_pb2.py src/petcd/pb/*_pb2.pyi src/petcd/pb/*_pb2_grpc.py
 for f in src/petcd/pb/*_pb2_grpc.py; do
   grep -q 'class .*Servicer' "$f" || rm -f "$f"
 done
+# petcd serves through its own handler table: keep only the client stubs.
+"$PY" scripts/strip_grpc.py src/petcd/pb/*_pb2_grpc.py
 echo "generated: $(ls src/petcd/pb/*_pb2.py | wc -l) message modules"
