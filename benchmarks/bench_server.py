@@ -1,6 +1,6 @@
 """Server figures: every target under the loadgen's judged scenarios and petcd-benchmark's put/range.
 
-For each target (`PETCD_BENCH_TARGETS`, default "etcd35,petcd,petcd_grpcio,ceiling"; etcd 3.5 always runs first
+For each target (`PETCD_BENCH_TARGETS`, default "etcd35,etcd34,petcd,petcd_grpcio,ceiling"; etcd 3.5 runs first
 because every other target's figures are recorded beside etcd 3.5's from the same session):
 one throw-away warm-up run, then each scenario `PETCD_BENCH_RUNS` (3) times, each time on a
 freshly started server with a new data directory, and the median is recorded. Server CPU is
@@ -29,7 +29,7 @@ from benchmarks.common import record
 
 RUNS = int(os.environ.get("PETCD_BENCH_RUNS", "3"))
 SCALE = float(os.environ.get("PETCD_BENCH_SCALE", "1"))
-DEFAULT_TARGETS = "etcd35,petcd,petcd_grpcio,ceiling"
+DEFAULT_TARGETS = "etcd35,etcd34,petcd,petcd_grpcio,ceiling"
 WARMUP_ARGS = ["put", "--clients", "64", "--conns", "8", "--total", "20000"]
 _MANY = ["--clients", "64", "--conns", "8", "--total", "100000"]
 
