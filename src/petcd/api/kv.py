@@ -5,6 +5,7 @@ from __future__ import annotations
 from petcd import errors
 from petcd.api.rpc import CallContext, Kind, Method, require_leader
 from petcd.mvcc import validate
+from petcd.mvcc.kvstore import txn_has_writes
 from petcd.pb import internal_pb2, rpc_pb2
 from petcd.server.etcdserver import EtcdServer
 
@@ -31,17 +32,6 @@ def txn_cost(req: rpc_pb2.TxnRequest) -> int:
                 total += txn_cost(op.request_txn)
         best = max(best, total)
     return best
-
-
-def txn_is_read_only(req: rpc_pb2.TxnRequest) -> bool:
-    for ops in (req.success, req.failure):
-        for op in ops:
-            kind = op.WhichOneof("request")
-            if kind in ("request_put", "request_delete_range"):
-                return False
-            if kind == "request_txn" and not txn_is_read_only(op.request_txn):
-                return False
-    return True
 
 
 class KVService:
@@ -96,7 +86,7 @@ class KVService:
         server = self.server
         if server.leader_id == 0:
             self._check_leader(ctx)
-        if txn_is_read_only(req):
+        if not txn_has_writes(req):
             await server.linearizable_barrier()
             response = server.store.txn_read_only(req)
         else:

@@ -614,14 +614,23 @@ class KVStore:
         self._load()
 
 
-def txn_has_writes(req: rpc_pb2.TxnRequest) -> bool:
+_WRITES = ("request_put", "request_delete_range")
+
+
+def txn_has_writes(req: rpc_pb2.TxnRequest, kinds: tuple[str, ...] = _WRITES) -> bool:
+    """Whether either branch (nested txns included) has an op of `kinds` (default: any write)."""
     for op in (*req.success, *req.failure):
         which = op.WhichOneof("request")
-        if which in ("request_put", "request_delete_range"):
+        if which in kinds:
             return True
-        if which == "request_txn" and txn_has_writes(op.request_txn):
+        if which == "request_txn" and txn_has_writes(op.request_txn, kinds):
             return True
     return False
+
+
+def txn_has_put(req: rpc_pb2.TxnRequest) -> bool:
+    """Whether the txn (nested included) has a put: what the NOSPACE alarm refuses."""
+    return txn_has_writes(req, ("request_put",))
 
 
 def _compare_kv(cmp: rpc_pb2.Compare, kv: Any) -> bool:

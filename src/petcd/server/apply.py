@@ -21,6 +21,7 @@ from petcd import errors
 from petcd.lease import Lessor
 from petcd.membership import RaftCluster
 from petcd.mvcc import WatchableStore
+from petcd.mvcc.kvstore import txn_has_put
 from petcd.pb import internal_pb2, raft_pb2, rpc_pb2
 from petcd.server.alarms import AlarmStore
 
@@ -196,15 +197,3 @@ class Applier:
     def _cluster_version(self, batch: Any, req: internal_pb2.ClusterVersionSetRequest) -> Result:
         self.cluster.set_version(batch, req.version)
         return None
-
-
-def txn_has_put(req: rpc_pb2.TxnRequest) -> bool:
-    """Whether either branch (recursively) contains a put: what NOSPACE refuses."""
-    for ops in (req.success, req.failure):
-        for op in ops:
-            kind = op.WhichOneof("request")
-            if kind == "request_put":
-                return True
-            if kind == "request_txn" and txn_has_put(op.request_txn):
-                return True
-    return False

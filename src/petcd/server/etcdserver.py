@@ -1163,6 +1163,3 @@ class EtcdServer:
     def run_in_thread(self, fn: Callable[..., Any], *args: Any) -> Awaitable[Any]:
         assert self._loop is not None
         return self._loop.run_in_executor(self._sync_executor, fn, *args)
-
-    def now(self) -> float:
-        return time.monotonic()
