@@ -54,9 +54,9 @@ class MaintenanceService:
 
     async def hash_kv(self, req: rpc_pb2.HashKVRequest, ctx: CallContext) -> rpc_pb2.HashKVResponse:
         server = self.server
-        value, compact_revision, _revision = server.store.hash_kv(req.revision)
+        value, compact_revision, revision = await server.hash_kv(req.revision)
         return rpc_pb2.HashKVResponse(
-            header=server.header(), hash=value, compact_revision=compact_revision
+            header=server.header(revision), hash=value, compact_revision=compact_revision
         )
 
     async def snapshot(self, req: rpc_pb2.SnapshotRequest, send: Send, ctx: CallContext) -> None:

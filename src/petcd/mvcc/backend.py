@@ -157,6 +157,9 @@ class Backend:
 
     def _open(self) -> None:
         assert self._env is None
+        #: Bumped whenever the file is (re)opened: defragmentation and restore swap it, which
+        #: ends every read transaction of the old one (see `snapshot_reader`).
+        self.generation = getattr(self, "generation", 0) + 1
         self._env = _open_env(
             self.path,
             self.map_bytes,
@@ -202,6 +205,13 @@ class Backend:
             self._rtxn = self._env.begin()
             self._rtxn_stale = False
         return self._rtxn
+
+    def snapshot_reader(self) -> Any:
+        """A read transaction of its own, fixed at the last commit, for reads that span many
+        loop iterations (any thread; the caller aborts it). A swap (`generation` changes)
+        invalidates it."""
+        assert self._env is not None, "backend closed"
+        return self._env.begin()
 
     def begin_write(self) -> Any:
         """Start the one write transaction (owner thread only)."""

@@ -572,31 +572,14 @@ class KVStore:
         return self.backend.hash()
 
     def hash_kv(self, rev: int) -> tuple[int, int, int]:
-        """(hash, compact revision, current revision) of the key history up to `rev`.
+        """(hash, compact revision, current revision) of the key history up to `rev`, at once.
 
-        Hashes "key" then each (revision key, value) with main <= rev, leaving out revisions
-        <= the compact revision unless kept by it, so the result does not depend on how far
-        physical compaction has gone.
+        See `KVHasher`; the server hashes in steps so that a large store never stalls it.
         """
-        cur = self._committed_rev
-        compact_rev = self._committed_compact_rev
-        if rev > cur:
-            raise errors.FutureRevisionError()
-        if rev > 0 and rev <= compact_rev:  # etcd 3.5: the compact revision itself too
-            raise errors.CompactedError()
-        rev = cur if rev <= 0 else rev
-        entries = self.index.entries
-        end = revision.main_bytes(rev + 1)
-        crc = zlib.crc32(b"key")
-        with self.backend.reader().cursor(db=self.backend.key_db) as cursor:
-            for k, v in cursor.iternext():
-                if k >= end:
-                    break
-                packed = revision.from_bytes(k)
-                if packed >> 33 <= compact_rev and live_at(entries.get(key_of(v)), rev) != packed:
-                    continue
-                crc = zlib.crc32(v, zlib.crc32(k, crc))
-        return crc, compact_rev, cur
+        hasher = KVHasher(self, rev)
+        while hasher.step(HASH_STEP_ROWS):
+            pass
+        return hasher.result()
 
     # --- maintenance -------------------------------------------------------------------------
 
@@ -660,3 +643,83 @@ def _compare_kv(cmp: rpc_pb2.Compare, kv: Any) -> bool:
     if result == rpc_pb2.Compare.LESS:
         return ours < theirs  # type: ignore[operator]
     return True
+
+
+#: Rows of the key database hashed per `KVHasher.step` by `KVStore.hash_kv`.
+HASH_STEP_ROWS = 10_000
+
+
+class KVHasher:
+    """HashKV in steps, so that a server can go on serving between them.
+
+    Hashes "key" then each (revision key, value) with main <= rev, leaving out revisions <= the
+    compact revision unless kept by it, so the result does not depend on how far physical
+    compaction has gone. The rows come from a read transaction of its own, fixed when the hasher
+    is made; the in-memory index answers "kept by the compaction" the same before and after
+    the index is compacted, and writes after `rev` are past the end. A backend swap
+    (defragmentation, restore) between steps makes the hasher `stale`: start again.
+    """
+
+    def __init__(self, store: KVStore, rev: int) -> None:
+        cur = store.current_revision
+        compact_rev = store.compact_revision
+        if rev > cur:
+            raise errors.FutureRevisionError()
+        if rev > 0 and rev <= compact_rev:  # etcd 3.5: the compact revision itself too
+            raise errors.CompactedError()
+        self._store = store
+        self.revision = cur if rev <= 0 else rev
+        self.compact_revision = compact_rev
+        self.current_revision = cur
+        self._end = revision.main_bytes(self.revision + 1)
+        backend = store.backend
+        self._generation = backend.generation
+        self._txn: Any = backend.snapshot_reader()
+        self._cursor: Any = self._txn.cursor(db=backend.key_db)
+        self._crc = zlib.crc32(b"key")
+
+    @property
+    def stale(self) -> bool:
+        return self._store.backend.generation != self._generation
+
+    def step(self, max_rows: int) -> bool:
+        """Hash up to `max_rows` rows; True while rows remain."""
+        assert max_rows > 0
+        cursor = self._cursor
+        if cursor is None:
+            return False
+        assert not self.stale, "the backend was swapped under a hasher"
+        end, rev, compact_rev = self._end, self.revision, self.compact_revision
+        entries = self._store.index.entries
+        crc = self._crc
+        more = True
+        for rows, (k, v) in enumerate(cursor.iternext(), 1):
+            if k >= end:
+                more = False
+                break
+            packed = revision.from_bytes(k)
+            if packed >> 33 > compact_rev or live_at(entries.get(key_of(v)), rev) == packed:
+                crc = zlib.crc32(v, zlib.crc32(k, crc))
+            if rows >= max_rows:
+                break
+        else:
+            more = False
+        self._crc = crc
+        if more:
+            more = bool(cursor.next())  # iternext() would yield the current row again
+        if not more:
+            self.close()
+        return more
+
+    def result(self) -> tuple[int, int, int]:
+        assert self._cursor is None, "hash not finished"
+        return self._crc, self.compact_revision, self.current_revision
+
+    def close(self) -> None:
+        """Release the read transaction (a swapped backend already ended it)."""
+        if self._cursor is not None:
+            if not self.stale:
+                self._cursor.close()
+                self._txn.abort()
+            self._cursor = None
+            self._txn = None

@@ -41,6 +41,7 @@ from petcd.lease import Lessor, min_lease_ttl_s
 from petcd.membership import RaftCluster
 from petcd.membership import ids as idutil
 from petcd.mvcc import Backend, WatchableStore
+from petcd.mvcc.kvstore import HASH_STEP_ROWS, KVHasher
 from petcd.pb import internal_pb2, raft_pb2, rpc_pb2
 from petcd.raft import Config as RaftConfig
 from petcd.raft import Peer, RawNode, StateType
@@ -826,7 +827,7 @@ class EtcdServer:
         Returns the members found corrupt.
         """
         revision = self.store.current_revision
-        local_hash, local_compact, _ = self.store.hash_kv(revision)
+        local_hash, local_compact, _ = await self.hash_kv(revision)
         corrupt: list[int] = []
         for peer in self.cluster.voters() + self.cluster.learners():
             if peer == self.member_id:
@@ -850,6 +851,23 @@ class EtcdServer:
             )
             await self.propose(internal_pb2.InternalRaftRequest(alarm=alarm))
         return corrupt
+
+    async def hash_kv(self, revision: int) -> tuple[int, int, int]:
+        """The store's HashKV in steps, yielding to the loop between them: hashing a large store
+        at once would stall heartbeats past the election timeout. Starts again when the backend
+        is swapped meanwhile (defragmentation, restore); the revision is checked each time.
+        """
+        while True:
+            hasher = KVHasher(self.store, revision)
+            try:
+                while hasher.step(HASH_STEP_ROWS):
+                    await asyncio.sleep(0)
+                    if hasher.stale:
+                        break
+                else:
+                    return hasher.result()
+            finally:
+                hasher.close()
 
     async def _stop_if_removed(self) -> None:
         if self.member_id in self.cluster.removed or await self.peering.check_removed():

@@ -245,10 +245,10 @@ class Peering:
 
     async def _rpc_hashkv(self, payload: bytes) -> bytes:
         request = rpc_pb2.HashKVRequest.FromString(payload)
-        value, compact_revision, _revision = self.server.store.hash_kv(request.revision)
+        value, compact_revision, revision = await self.server.hash_kv(request.revision)
         response = rpc_pb2.HashKVResponse(hash=value, compact_revision=compact_revision)
         response.header.member_id = self.server.member_id
-        response.header.revision = self.server.store.current_revision
+        response.header.revision = revision
         return bytes(response.SerializeToString())
 
     async def _rpc_member_removed(self, payload: bytes) -> bytes:
