@@ -65,10 +65,16 @@ simulate: $(STAMP)
 bench: $(TEST_STAMP) system-deps
 	$(PY) -m benchmarks.run_all
 
-## make robustness: long fault-injection runs (not part of make test)
+## make robustness: long fault-injection runs (make test runs each briefly)
+## ROBUSTNESS_S seconds of random faults per cluster run, ROBUSTNESS_RUNS runs (new seed each)
+ROBUSTNESS_S ?= 300
+ROBUSTNESS_RUNS ?= 3
 robustness: $(TEST_STAMP) system-deps
 	$(PY) -m petcd.raft.sim --seeds 5000
-	$(VENV)/bin/pytest -q -m slow --timeout 3600 tests/robustness
+	for run in $$(seq $(ROBUSTNESS_RUNS)); do \
+		PETCD_ROBUSTNESS_S=$(ROBUSTNESS_S) $(VENV)/bin/pytest -q -s tests/robustness \
+			|| exit 1; \
+	done
 	PETCD_WAL_CRASH_ROUNDS=2000 $(VENV)/bin/pytest -q --timeout 3600 tests/wal/test_crash.py
 	PETCD_MVCC_MODEL_EXAMPLES=5000 PETCD_MVCC_CRASH_KILLS=500 $(VENV)/bin/pytest -q --timeout 3600 tests/mvcc/test_model.py tests/mvcc/test_crash.py
 

@@ -278,4 +278,6 @@ class Peering:
             faults.heal()
         if "drop_rate" in spec:
             faults.drop_rate = float(spec["drop_rate"])
+        if "delay_s" in spec:
+            faults.delay_s = float(spec["delay_s"])
         return b"{}"
