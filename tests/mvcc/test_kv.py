@@ -355,3 +355,29 @@ def test_hash_ignores_consistent_index(store: WatchableStore) -> None:
     assert store.hash() == h
     put(store, b"a")
     assert store.hash() != h
+
+
+def test_mod_compare_of_one_key_follows_its_live_revision(store: WatchableStore) -> None:
+    def mod_is(revision: int) -> bool:
+        txn = rpc.TxnRequest(compare=[cmp(b"k", "MOD", "EQUAL", mod_revision=revision)])
+        return store.txn_read_only(txn).succeeded
+
+    put(store, b"k", b"1")  # 2
+    put(store, b"k", b"2")  # 3
+    assert mod_is(3) and not mod_is(2)
+    delete(store, b"k")  # 4
+    assert mod_is(0) and not mod_is(3)  # deleted: compared as a missing key
+    b = store.write_batch()
+    b.put(rpc.PutRequest(key=b"k", value=b"3"))  # 5
+    swap = rpc.TxnRequest(
+        compare=[cmp(b"k", "MOD", "EQUAL", mod_revision=5)], success=[op_put(b"k", b"4")]
+    )
+    assert b.txn(swap).succeeded  # sees the batch's earlier write
+    b.commit()
+    assert mod_is(6)
+    b = store.write_batch()
+    b.compact(5)
+    b.commit()
+    while store.compaction_step(max_keys=1):
+        pass
+    assert mod_is(6)

@@ -463,6 +463,12 @@ class KVStore:
         return path
 
     def _compare(self, cmp: rpc_pb2.Compare, rev: int, txn: Any) -> bool:
+        if cmp.target == rpc_pb2.Compare.MOD and not cmp.range_end:
+            # Compare-and-swap's usual compare: a key's mod revision is the main revision of
+            # its live index entry, no read needed (0 when missing or deleted, as KeyValue()).
+            packed = live_at(self.index.entries.get(cmp.key), rev)
+            theirs = cmp.mod_revision if cmp.WhichOneof("target_union") == "mod_revision" else 0
+            return _compare_result(cmp.result, 0 if packed is None else packed >> 33, theirs)
         _, revs, _ = self.index.range_at(cmp.key, cmp.range_end, rev, 0)
         key_db = self.backend.key_db
         kvs = [KeyValue.FromString(txn.get(revision.to_bytes(p), db=key_db)) for p in revs]
@@ -633,7 +639,10 @@ def _compare_kv(cmp: rpc_pb2.Compare, kv: Any) -> bool:
         ours, theirs = kv.lease, cmp.lease if union == "lease" else 0
     else:
         return True  # unknown target: etcd's compareKV falls through to true
-    result = cmp.result
+    return _compare_result(cmp.result, ours, theirs)
+
+
+def _compare_result(result: int, ours: int | bytes, theirs: int | bytes) -> bool:
     if result == rpc_pb2.Compare.EQUAL:
         return ours == theirs
     if result == rpc_pb2.Compare.NOT_EQUAL:
