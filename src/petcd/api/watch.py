@@ -27,11 +27,17 @@ from petcd import errors
 from petcd.api.rpc import CallContext, Kind, Method, Send, require_leader
 from petcd.pb import rpc_pb2
 from petcd.server.etcdserver import EtcdServer
+from petcd.wire import length_delimited, varint
 
 SERVICE = "etcdserverpb.Watch"
 #: Control responses waiting to be sent per stream (one per request read: bounded by reading).
 MAX_CONTROL_QUEUE = 1024
 FRAGMENT_OVERHEAD_BYTES = 512 * 1024
+#: Encoded events kept for the other watchers of the same write (watchers share Event objects).
+ENCODED_EVENTS_MAX = 4096
+_TAG_HEADER = b"\x0a"  # WatchResponse.header = 1
+_TAG_WATCH_ID = b"\x10"  # WatchResponse.watch_id = 2 (varint)
+_TAG_EVENT = b"\x5a"  # WatchResponse.events = 11
 
 
 class WatchService:
@@ -41,6 +47,36 @@ class WatchService:
             float(server.config.experimental_watch_progress_notify_interval) or 600.0
         )
         self.fragment_bytes = int(server.config.max_request_bytes) + FRAGMENT_OVERHEAD_BYTES
+        self._header_key = (0, 0)
+        self._header_field = b""
+        self._event_fields: dict[int, tuple[Any, bytes]] = {}
+
+    def encode_events(self, revision: int, watch_id: int, events: list[Any]) -> bytes:
+        """The encoded WatchResponse(header at `revision`, watch_id, events).
+
+        A write watched by many goes out to each of them: every Event is encoded once (the
+        store hands all its watchers the same Event object) and the header once per revision.
+        """
+        assert revision > 0 and watch_id >= 0
+        server = self.server
+        key = (revision, server.term)
+        if key != self._header_key:
+            self._header_key = key
+            header = server.header(revision).SerializeToString()
+            self._header_field = length_delimited(_TAG_HEADER, header)
+        parts = [self._header_field]
+        if watch_id:
+            parts.append(_TAG_WATCH_ID + varint(watch_id))
+        cache = self._event_fields
+        for event in events:
+            hit = cache.get(id(event))
+            if hit is None or hit[0] is not event:  # holding the event keeps its id unique
+                if len(cache) >= ENCODED_EVENTS_MAX:
+                    cache.clear()
+                hit = (event, length_delimited(_TAG_EVENT, event.SerializeToString()))
+                cache[id(event)] = hit
+            parts.append(hit[1])
+        return b"".join(parts)
 
     async def watch(
         self, requests: AsyncIterator[rpc_pb2.WatchRequest], send: Send, ctx: CallContext
@@ -194,13 +230,12 @@ class _Session:
 
     async def _send_batch(self, batch: Any) -> None:
         watch_id = batch.watch_id
-        header = self.server.header(batch.revision or None)
         if batch.compact_revision:
             self.fragment.discard(watch_id)
             self.progress_notify.discard(watch_id)
             await self.send(
                 rpc_pb2.WatchResponse(
-                    header=header,
+                    header=self.server.header(batch.revision or None),
                     watch_id=watch_id,
                     canceled=True,
                     compact_revision=batch.compact_revision,
@@ -208,13 +243,27 @@ class _Session:
             )
             return
         self.sent_since_progress.add(watch_id)
-        response = rpc_pb2.WatchResponse(header=header, watch_id=watch_id, events=batch.events)
-        limit = self.service.fragment_bytes
-        if watch_id in self.fragment and len(batch.events) > 1 and response.ByteSize() >= limit:
-            for part in _fragments(response, limit):
-                await self.send(part)
+        if watch_id in self.fragment and len(batch.events) > 1:
+            response = rpc_pb2.WatchResponse(
+                header=self.server.header(batch.revision or None),
+                watch_id=watch_id,
+                events=batch.events,
+            )
+            limit = self.service.fragment_bytes
+            if response.ByteSize() >= limit:
+                for part in _fragments(response, limit):
+                    await self.send(part)
+                return
+        if batch.revision > 0 and watch_id >= 0:
+            await self.send(self.service.encode_events(batch.revision, watch_id, batch.events))
             return
-        await self.send(response)
+        await self.send(
+            rpc_pb2.WatchResponse(
+                header=self.server.header(batch.revision or None),
+                watch_id=watch_id,
+                events=batch.events,
+            )
+        )
 
     async def _progress_notify(self) -> None:
         revision = self.stream.progress()

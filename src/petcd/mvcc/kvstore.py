@@ -37,6 +37,7 @@ from petcd.mvcc.backend import (
 )
 from petcd.mvcc.key_index import KeyIndex, live_at
 from petcd.pb import kv_pb2, rpc_pb2
+from petcd.wire import varint
 
 if TYPE_CHECKING:
     from petcd.mvcc.write_batch import WriteBatch
@@ -126,16 +127,6 @@ def _is_point_read(req: rpc_pb2.RangeRequest) -> bool:
         or req.min_create_revision
         or req.max_create_revision
     )
-
-
-def _varint(value: int) -> bytes:
-    assert value >= 0
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def _u64(raw: bytes | None) -> int:
@@ -262,7 +253,7 @@ class KVStore:
                 return rpc_pb2.RangeResponse()
             # one parse of the whole response: kvs (field 2) then count=1 (field 4)
             size = len(raw)
-            head = b"\x12" + (bytes((size,)) if size < 0x80 else _varint(size))
+            head = b"\x12" + (bytes((size,)) if size < 0x80 else varint(size))
             return _RANGE_FROM_STRING(head + raw + b"\x20\x01")
         return self._range(req, self._committed_rev, self.backend.reader())
 
@@ -282,7 +273,7 @@ class KVStore:
         size = len(raw)
         if size < 0x80:
             return b"\x12" + bytes((size,)) + raw + b"\x20\x01"
-        return b"\x12" + _varint(size) + raw + b"\x20\x01"
+        return b"\x12" + varint(size) + raw + b"\x20\x01"
 
     def _point_raw(self, key: bytes) -> bytes | None:
         """The stored KeyValue of `key` at the committed revision, or None."""

@@ -31,6 +31,7 @@ from __future__ import annotations
 import struct
 
 from petcd.errors import FrameError
+from petcd.wire import varint
 
 LENGTH = struct.Struct(">I")
 LENGTH_BYTES = LENGTH.size
@@ -49,27 +50,9 @@ ITEM_OVERHEAD_BYTES_MAX = 6
 #: Bytes of the frame prefix of a batch, at most (length + tag + 5-byte varint).
 BATCH_OVERHEAD_BYTES_MAX = LENGTH_BYTES + 6
 
-_SMALL_VARINTS = [bytes([n]) for n in range(128)]
-
-
-def varint(value: int) -> bytes:
-    """The protobuf varint encoding of a non-negative integer."""
-    assert value >= 0
-    if value < 128:
-        return _SMALL_VARINTS[value]
-    out = bytearray()
-    while value >= 128:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    assert len(out) <= 10
-    return bytes(out)
-
 
 def item_head(encoded_message_bytes: int) -> bytes:
     """What goes before one encoded raft message inside a batch."""
-    if encoded_message_bytes < 128:
-        return TAG_BATCH_MESSAGE + _SMALL_VARINTS[encoded_message_bytes]
     return TAG_BATCH_MESSAGE + varint(encoded_message_bytes)
 
 
