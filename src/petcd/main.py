@@ -207,7 +207,7 @@ async def serve(config: ServerConfig) -> int:
     await server.stop()
     for task in (stopped, asked):
         task.cancel()
-    return 0
+    return 1 if server.failed else 0
 
 
 def _click_options(func: Any) -> Any:

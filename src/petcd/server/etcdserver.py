@@ -33,7 +33,7 @@ import os
 import random
 import struct
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 from petcd import ETCD_API_VERSION, errors
@@ -96,6 +96,8 @@ class EtcdServer:
         self.applied_index = 0
         self.db_size_bytes = 0
         self.stopped = asyncio.Event()
+        #: Set when an essential task failed and stopped the member (petcd exits non-zero).
+        self.failed = False
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wal_executor = concurrent.futures.ThreadPoolExecutor(1, "petcd-wal")
@@ -152,23 +154,42 @@ class EtcdServer:
             self._lock.release()
             raise
         self._tasks = [
-            asyncio.create_task(self._raft_loop(), name="raft-loop"),
-            asyncio.create_task(self._ticker(), name="raft-ticker"),
-            asyncio.create_task(self._housekeeping(), name="housekeeping"),
-            asyncio.create_task(self._compaction_loop(), name="compaction"),
-            asyncio.create_task(self._backend_sync_loop(), name="backend-sync"),
+            self._essential(self._raft_loop(), "raft-loop"),
+            self._essential(self._ticker(), "raft-ticker"),
+            self._essential(self._housekeeping(), "housekeeping"),
+            self._essential(self._compaction_loop(), "compaction"),
+            self._essential(self._backend_sync_loop(), "backend-sync"),
         ]
         self._start_compactor()
         corrupt_check_s = float(self.config.experimental_corrupt_check_time)
         if corrupt_check_s > 0:
             self._tasks.append(
-                asyncio.create_task(self._corruption_check_loop(corrupt_check_s), name="corrupt")
+                self._essential(self._corruption_check_loop(corrupt_check_s), "corrupt")
             )
         self._kick_off_election()
         log.info(
             "petcd member started",
             extra={"member_id": f"{self.member_id:x}", "cluster_id": f"{self.cluster_id:x}"},
         )
+
+    def _essential(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """A task the member cannot live without: if it ever fails, the member stops (and
+        `petcd` exits non-zero, as etcd panics) rather than go on half alive."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        task.add_done_callback(self._on_essential_done)
+        return task
+
+    def _on_essential_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or self._stopping:
+            return
+        exc = task.exception()
+        log.critical(
+            "%s ended unexpectedly; stopping the member",
+            task.get_name(),
+            exc_info=(type(exc), exc, exc.__traceback__) if exc is not None else None,
+        )
+        self.failed = True
+        self._fire_and_forget(self.stop())
 
     def _start_compactor(self) -> None:
         cfg = self.config
@@ -195,7 +216,7 @@ class EtcdServer:
             clock=loop.time,
             revision_interval_s=float(cfg.auto_compaction_revision_interval),
         )
-        self._tasks.append(loop.create_task(compactor.run(), name="auto-compactor"))
+        self._tasks.append(self._essential(compactor.run(), "auto-compactor"))
 
     async def _open_storage(self) -> None:
         cfg = self.config
