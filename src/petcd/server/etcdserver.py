@@ -647,10 +647,14 @@ class EtcdServer:
         if rd.snapshot is not None and rd.snapshot.metadata.index > 0:
             await self._install_snapshot(rd.snapshot)
         saving = None
-        if rd.hard_state is not None or rd.entries:
+        if rd.entries or rd.must_sync:
             saving = loop.run_in_executor(
                 self._wal_executor, self.wal.save, rd.hard_state, rd.entries, rd.must_sync
             )
+        elif rd.hard_state is not None:
+            # Only the commit index moved: a small buffered write and no fsync, cheaper here
+            # than a round trip through the WAL thread.
+            self.wal.save(rd.hard_state, (), False)
         if rd.committed_entries:
             self._apply(rd.committed_entries)
         if saving is not None:
