@@ -98,6 +98,9 @@ class EtcdServer:
         self.stopped = asyncio.Event()
         #: Set when an essential task failed and stopped the member (petcd exits non-zero).
         self.failed = False
+        #: A lone write fsyncs on the loop (see _handle_ready). Not behind grpcio: requests
+        #: queue inside grpcio, unseen, and its work on the loop would wait for the fsync.
+        self._lone_inline = str(config.grpc_frontend) != "grpcio"
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wal_executor = concurrent.futures.ThreadPoolExecutor(1, "petcd-wal")
@@ -647,7 +650,11 @@ class EtcdServer:
         if rd.snapshot is not None and rd.snapshot.metadata.index > 0:
             await self._install_snapshot(rd.snapshot)
         saving = None
-        if rd.entries or rd.must_sync:
+        if rd.must_sync and len(rd.entries) == 1 and len(self._waiters) <= 1 and self._lone_inline:
+            # One write and nobody else waiting (a lone client): the fsync costs less inline
+            # than the wake-ups of a round trip through the WAL thread, and delays no one.
+            self.wal.save(rd.hard_state, rd.entries, True)
+        elif rd.entries or rd.must_sync:
             saving = loop.run_in_executor(
                 self._wal_executor, self.wal.save, rd.hard_state, rd.entries, rd.must_sync
             )
