@@ -8,7 +8,7 @@ from __future__ import annotations
 import pathlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TypeVar
 
 import grpc
@@ -30,16 +30,6 @@ from tests.support.process import EtcdCluster, EtcdProcess, etcdctl, free_port, 
 
 pytestmark = pytest.mark.integration
 T = TypeVar("T")
-
-
-@pytest.fixture
-def cluster3(tmp_path: pathlib.Path) -> Iterator[EtcdCluster]:
-    cluster = petcd_cluster(3, tmp_path / "c3")
-    try:
-        yield cluster
-        assert_same_hashkv(cluster.members)
-    finally:
-        cluster.cleanup()
 
 
 @pytest.mark.parametrize("n", [3, 5])

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pathlib
 import threading
 import time
-from collections.abc import Iterator
 
 import grpc
 import lmdb
@@ -28,16 +27,6 @@ from tests.support.petcd_process import PETCD_BIN
 from tests.support.process import EtcdCluster, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def cluster3(tmp_path: pathlib.Path) -> Iterator[EtcdCluster]:
-    cluster = petcd_cluster(3, tmp_path / "c3")
-    try:
-        yield cluster
-        assert_same_hashkv(cluster.members)
-    finally:
-        cluster.cleanup()
 
 
 def test_status_and_move_leader(cluster3: EtcdCluster) -> None:

@@ -234,36 +234,26 @@ class _Session:
             self.fragment.discard(watch_id)
             self.progress_notify.discard(watch_id)
             await self.send(
-                rpc_pb2.WatchResponse(
-                    header=self.server.header(batch.revision or None),
-                    watch_id=watch_id,
-                    canceled=True,
-                    compact_revision=batch.compact_revision,
-                )
+                self._response(batch, canceled=True, compact_revision=batch.compact_revision)
             )
             return
         self.sent_since_progress.add(watch_id)
         if watch_id in self.fragment and len(batch.events) > 1:
-            response = rpc_pb2.WatchResponse(
-                header=self.server.header(batch.revision or None),
-                watch_id=watch_id,
-                events=batch.events,
-            )
+            response = self._response(batch, events=batch.events)
             limit = self.service.fragment_bytes
             if response.ByteSize() >= limit:
                 for part in _fragments(response, limit):
                     await self.send(part)
                 return
-        if batch.revision > 0 and watch_id >= 0:
+        if batch.revision > 0 and watch_id >= 0:  # the usual case: spliced from encoded events
             await self.send(self.service.encode_events(batch.revision, watch_id, batch.events))
-            return
-        await self.send(
-            rpc_pb2.WatchResponse(
-                header=self.server.header(batch.revision or None),
-                watch_id=watch_id,
-                events=batch.events,
-            )
-        )
+        else:
+            await self.send(self._response(batch, events=batch.events))
+
+    def _response(self, batch: Any, **fields: Any) -> rpc_pb2.WatchResponse:
+        """A WatchResponse for `batch` (its header and watch id) with `fields`."""
+        header = self.server.header(batch.revision or None)
+        return rpc_pb2.WatchResponse(header=header, watch_id=batch.watch_id, **fields)
 
     async def _progress_notify(self) -> None:
         revision = self.stream.progress()

@@ -150,6 +150,9 @@ class Backend:
         self._rtxn: Any = None
         self._rtxn_stale = True
         self._env: Any = None
+        #: Bumped whenever the file is (re)opened: defragmentation and restore swap it, which
+        #: ends every read transaction of the old one (see `snapshot_reader`).
+        self.generation = 0
         self.dbs: dict[str, Any] = {}
         self._open()
 
@@ -157,9 +160,7 @@ class Backend:
 
     def _open(self) -> None:
         assert self._env is None
-        #: Bumped whenever the file is (re)opened: defragmentation and restore swap it, which
-        #: ends every read transaction of the old one (see `snapshot_reader`).
-        self.generation = getattr(self, "generation", 0) + 1
+        self.generation += 1
         self._env = _open_env(
             self.path,
             self.map_bytes,

@@ -37,7 +37,7 @@ from petcd.mvcc.backend import (
 )
 from petcd.mvcc.key_index import KeyIndex, live_at
 from petcd.pb import kv_pb2, rpc_pb2
-from petcd.wire import varint
+from petcd.wire import length_delimited
 
 if TYPE_CHECKING:
     from petcd.mvcc.write_batch import WriteBatch
@@ -127,6 +127,11 @@ def _is_point_read(req: rpc_pb2.RangeRequest) -> bool:
         or req.min_create_revision
         or req.max_create_revision
     )
+
+
+def _point_response(raw: bytes) -> bytes:
+    """An encoded RangeResponse (no header) of one stored KeyValue: kvs (field 2), count=1."""
+    return length_delimited(b"\x12", raw) + b"\x20\x01"
 
 
 def _u64(raw: bytes | None) -> int:
@@ -251,10 +256,7 @@ class KVStore:
             raw = self._point_raw(req.key)
             if raw is None:
                 return rpc_pb2.RangeResponse()
-            # one parse of the whole response: kvs (field 2) then count=1 (field 4)
-            size = len(raw)
-            head = b"\x12" + (bytes((size,)) if size < 0x80 else varint(size))
-            return _RANGE_FROM_STRING(head + raw + b"\x20\x01")
+            return _RANGE_FROM_STRING(_point_response(raw))  # one parse of the whole response
         return self._range(req, self._committed_rev, self.backend.reader())
 
     def range_encoded(self, req: rpc_pb2.RangeRequest) -> bytes:
@@ -270,10 +272,7 @@ class KVStore:
         raw = self._point_raw(req.key)
         if raw is None:
             return b""
-        size = len(raw)
-        if size < 0x80:
-            return b"\x12" + bytes((size,)) + raw + b"\x20\x01"
-        return b"\x12" + varint(size) + raw + b"\x20\x01"
+        return _point_response(raw)
 
     def _point_raw(self, key: bytes) -> bytes | None:
         """The stored KeyValue of `key` at the committed revision, or None."""
